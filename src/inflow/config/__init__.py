@@ -1,0 +1,24 @@
+"""Settings: params.yaml sections as frozen, validated dataclasses."""
+
+from inflow.config.loader import from_mapping, require
+from inflow.config.params import Params, load_params, params_from_dict, params_to_dict, tiny_params
+from inflow.config.sections import (
+    BenchmarkConfig,
+    DataConfig,
+    EvaluateConfig,
+    FeaturesConfig,
+    FinetuneConfig,
+    LoraConfig,
+    ModelConfig,
+    SelectConfig,
+    SketchConfig,
+    TokenizerConfig,
+    TrainConfig,
+    WarmupConfig,
+)
+
+__all__ = [
+    "BenchmarkConfig", "DataConfig", "EvaluateConfig", "FeaturesConfig", "FinetuneConfig", "LoraConfig",
+    "ModelConfig", "Params", "SelectConfig", "SketchConfig", "TokenizerConfig", "TrainConfig", "WarmupConfig",
+    "from_mapping", "load_params", "params_from_dict", "params_to_dict", "require", "tiny_params",
+]

@@ -1,0 +1,189 @@
+"""One frozen dataclass per params.yaml section; each field's comment is its help text.
+
+Ranges are checked on construction, so a config object that exists is a valid one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from inflow.config.loader import require
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """The built-in synthetic benchmark (``prepare`` stage)."""
+
+    seed: int = 0  # seeds the world, the pool and the target tasks
+    pool_size: int = 6000  # rows in the training pool
+    target_share: float = 0.3  # share of the pool drawn from the target skill families
+    decoy_share: float = 0.2  # share of the pool that are lexical decoys (target words, no target skill)
+    harmful_share: float = 0.1  # share of target-family pool rows given a wrong answer
+    val_per_subtask: int = 4  # few-shot validation rows per subtask (used for selection)
+    test_per_subtask: int = 40  # held-out test rows per subtask (used only for evaluation)
+    out: str = "data/benchmark"  # where pool.jsonl and targets/<task>/{val,test}.jsonl are written
+
+    def __post_init__(self) -> None:
+        require(self.pool_size >= 50, "pool_size", "must be at least 50")
+        for name in ("target_share", "decoy_share", "harmful_share"):
+            value = getattr(self, name)
+            require(0.0 <= value <= 1.0, name, f"must lie in [0, 1], got {value}")
+        require(self.target_share + self.decoy_share <= 1.0, "target_share",
+                "target_share + decoy_share must not exceed 1")
+        require(self.val_per_subtask >= 1, "val_per_subtask", "must be at least 1")
+        require(self.test_per_subtask >= 1, "test_per_subtask", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the pool and target tasks are, and how examples are tokenized."""
+
+    pool: str = "data/benchmark/pool.jsonl"  # JSONL or Parquet in the Tulu v2 ``messages`` shape
+    targets: str = "data/benchmark/targets"  # folder with one sub-folder per target task (val/test splits)
+    max_seq_len: int = 256  # tokens; longer examples are truncated from the right
+
+    def __post_init__(self) -> None:
+        require(self.max_seq_len >= 8, "max_seq_len", "must be at least 8 tokens")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """The locally trained BPE tokenizer of the demo models."""
+
+    vocab_size: int = 1024
+    path: str = "models/tokenizer"
+
+    def __post_init__(self) -> None:
+        require(self.vocab_size >= 64, "vocab_size", "must be at least 64")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A causal LM: a local HF checkpoint at ``path``; with ``build: true`` the demo builds and pretrains it."""
+
+    path: str = "models/base/selector"  # any AutoModelForCausalLM.from_pretrained directory
+    build: bool = True  # false: ``path`` is your own checkpoint and the base stage leaves it alone
+    family: Literal["llama", "qwen2"] = "llama"
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 128
+    pretrain_epochs: int = 1  # causal-LM epochs over the pool text, so fine-tuning starts from a sane model
+    pretrain_lr: float = 3e-3
+    pretrain_batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.hidden_size % self.num_heads == 0, "hidden_size", "must be divisible by num_heads")
+        require(self.num_layers >= 1, "num_layers", "must be at least 1")
+        require(self.pretrain_epochs >= 0, "pretrain_epochs", "must be >= 0")
+        require(self.pretrain_lr > 0, "pretrain_lr", "must be positive")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """LoRA adapter settings (peft)."""
+
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def __post_init__(self) -> None:
+        require(self.r >= 1, "r", "must be at least 1")
+        require(0.0 <= self.dropout < 1.0, "dropout", "must lie in [0, 1)")
+        require(len(self.target_modules) > 0, "target_modules", "name at least one module")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """An AdamW LoRA training run (warmup on the selector, fine-tuning of the target)."""
+
+    epochs: int = 4
+    lr: float = 2e-3
+    batch_size: int = 8
+    warmup_ratio: float = 0.03  # linear warmup over this share of steps, then linear decay to 0
+    weight_decay: float = 0.0
+    seed: int = 0
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def __post_init__(self) -> None:
+        require(self.epochs >= 1, "epochs", "must be at least 1")
+        require(self.lr > 0, "lr", "must be positive")
+        require(self.batch_size >= 1, "batch_size", "must be at least 1")
+        require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "must lie in [0, 1)")
+
+
+@dataclass(frozen=True)
+class WarmupConfig(TrainConfig):
+    """LESS warmup: LoRA on a random ``fraction`` of the pool, one checkpoint per epoch."""
+
+    fraction: float = 0.05
+    out: str = "data/warmup"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0.0 < self.fraction <= 1.0, "fraction", "must lie in (0, 1]")
+
+
+@dataclass(frozen=True)
+class SketchConfig:
+    """Random projection of gradient features (block-diagonal, one block per layer)."""
+
+    kind: Literal["rademacher", "sparse_jl", "hadamard"] = "rademacher"
+    dim: int = 8192  # total projected dimension d (blocks get shares proportional to their size)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.dim >= 1, "dim", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """Per-example gradient features written to the Zarr store."""
+
+    checkpoints: tuple[str, ...] = ()  # empty: the warmup stage's checkpoints; else HF Trainer checkpoint dirs
+    base_model: str = ""  # with external checkpoints: the base model path they were trained from
+    batch_size: int = 16
+    chunk_rows: int = 1024  # rows per store chunk (the unit of fan-out, resume and integrity)
+    dtype: Literal["float16", "float32"] = "float16"
+    adam_eps_inside_sqrt: bool = True  # LESS parity: m'/sqrt(v'+eps); false: m'/(sqrt(v')+eps)
+    out: str = "data/grads"
+
+    def __post_init__(self) -> None:
+        require(self.batch_size >= 1, "batch_size", "must be at least 1")
+        require(self.chunk_rows >= 1, "chunk_rows", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """How many pool rows every method selects (the same budget rule for all)."""
+
+    fraction: float = 0.05
+    count: int = 0  # > 0 overrides fraction
+    seed: int = 0  # seeds the random baseline
+    out: str = "data/selections"
+
+    def __post_init__(self) -> None:
+        require(0.0 < self.fraction <= 1.0, "fraction", "must lie in (0, 1]")
+        require(self.count >= 0, "count", "must be >= 0 (0 means: use fraction)")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(TrainConfig):
+    """LoRA fine-tuning of the target model on a selection."""
+
+    out: str = "models/finetuned"
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Held-out evaluation: answer-token loss and greedy exact match."""
+
+    batch_size: int = 32
+    max_new_tokens: int = 24
+    out: str = "metrics"
+
+    def __post_init__(self) -> None:
+        require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
