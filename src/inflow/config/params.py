@@ -30,7 +30,7 @@ from inflow.errors import ConfigError
 
 
 def _target_model() -> ModelConfig:
-    return ModelConfig(path="models/base/target", family="qwen2", hidden_size=96, num_layers=3,
+    return ModelConfig(family="qwen2", hidden_size=96, num_layers=3,
                        num_heads=4, intermediate_size=192, seed=1)
 
 
@@ -90,9 +90,9 @@ def tiny_params() -> Params:
         Params(),
         benchmark=BenchmarkConfig(pool_size=240, val_per_subtask=2, test_per_subtask=4),
         data=DataConfig(max_seq_len=96),
-        tokenizer=TokenizerConfig(vocab_size=256),
+        tokenizer=TokenizerConfig(vocab_size=320),
         selector=ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, pretrain_epochs=1),
-        target=ModelConfig(path="models/base/target", family="qwen2", hidden_size=32, num_layers=2,
+        target=ModelConfig(family="qwen2", hidden_size=32, num_layers=2,
                            num_heads=2, intermediate_size=64, pretrain_epochs=1, seed=1),
         warmup=WarmupConfig(epochs=2, fraction=0.1, batch_size=8),
         sketch=SketchConfig(dim=256),

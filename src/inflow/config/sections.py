@@ -22,7 +22,7 @@ class BenchmarkConfig:
     harmful_share: float = 0.1  # share of target-family pool rows given a wrong answer
     val_per_subtask: int = 4  # few-shot validation rows per subtask (used for selection)
     test_per_subtask: int = 40  # held-out test rows per subtask (used only for evaluation)
-    out: str = "data/benchmark"  # where pool.jsonl and targets/<task>/{val,test}.jsonl are written
+    corpus_size: int = 3000  # plain-text documents about the world, for the base models' pretraining
 
     def __post_init__(self) -> None:
         require(self.pool_size >= 50, "pool_size", "must be at least 50")
@@ -33,6 +33,7 @@ class BenchmarkConfig:
                 "target_share + decoy_share must not exceed 1")
         require(self.val_per_subtask >= 1, "val_per_subtask", "must be at least 1")
         require(self.test_per_subtask >= 1, "test_per_subtask", "must be at least 1")
+        require(self.corpus_size >= 0, "corpus_size", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,6 @@ class TokenizerConfig:
     """The locally trained BPE tokenizer of the demo models."""
 
     vocab_size: int = 1024
-    path: str = "models/tokenizer"
 
     def __post_init__(self) -> None:
         require(self.vocab_size >= 64, "vocab_size", "must be at least 64")
@@ -60,10 +60,11 @@ class TokenizerConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A causal LM: a local HF checkpoint at ``path``; with ``build: true`` the demo builds and pretrains it."""
+    """A causal LM. ``build: true``: the demo builds and pretrains a tiny one from the sizes below;
+    ``build: false``: ``path`` is your own Hugging Face checkpoint (from_pretrained directory), used as is."""
 
-    path: str = "models/base/selector"  # any AutoModelForCausalLM.from_pretrained directory
-    build: bool = True  # false: ``path`` is your own checkpoint and the base stage leaves it alone
+    build: bool = True
+    path: str = ""  # with build: false, your checkpoint directory (it must include its tokenizer)
     family: Literal["llama", "qwen2"] = "llama"
     hidden_size: int = 64
     num_layers: int = 2
@@ -75,6 +76,7 @@ class ModelConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        require(self.build or bool(self.path), "path", "set it to your checkpoint directory when build is false")
         require(self.hidden_size % self.num_heads == 0, "hidden_size", "must be divisible by num_heads")
         require(self.num_layers >= 1, "num_layers", "must be at least 1")
         require(self.pretrain_epochs >= 0, "pretrain_epochs", "must be >= 0")
@@ -120,7 +122,6 @@ class WarmupConfig(TrainConfig):
     """LESS warmup: LoRA on a random ``fraction`` of the pool, one checkpoint per epoch."""
 
     fraction: float = 0.05
-    out: str = "data/warmup"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -149,7 +150,6 @@ class FeaturesConfig:
     chunk_rows: int = 1024  # rows per store chunk (the unit of fan-out, resume and integrity)
     dtype: Literal["float16", "float32"] = "float16"
     adam_eps_inside_sqrt: bool = True  # LESS parity: m'/sqrt(v'+eps); false: m'/(sqrt(v')+eps)
-    out: str = "data/grads"
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
@@ -163,7 +163,6 @@ class SelectConfig:
     fraction: float = 0.05
     count: int = 0  # > 0 overrides fraction
     seed: int = 0  # seeds the random baseline
-    out: str = "data/selections"
 
     def __post_init__(self) -> None:
         require(0.0 < self.fraction <= 1.0, "fraction", "must lie in (0, 1]")
@@ -174,7 +173,6 @@ class SelectConfig:
 class FinetuneConfig(TrainConfig):
     """LoRA fine-tuning of the target model on a selection."""
 
-    out: str = "models/finetuned"
 
 
 @dataclass(frozen=True)
@@ -183,7 +181,6 @@ class EvaluateConfig:
 
     batch_size: int = 32
     max_new_tokens: int = 24
-    out: str = "metrics"
 
     def __post_init__(self) -> None:
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")

@@ -1,0 +1,15 @@
+"""Stage ``baselines``: random (same size) and full-pool selections."""
+
+from prefect import flow
+
+from flows.common import cli, load
+from tasks.stages import baseline_select
+
+
+@flow(name="baselines", description="Random and full-pool baseline selections.")
+def baselines(params_path: str = "params.yaml") -> dict:
+    return baseline_select(load(params_path))
+
+
+if __name__ == "__main__":
+    cli(baselines)

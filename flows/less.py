@@ -1,0 +1,15 @@
+"""Stage ``less``: LESS scores of the pool against every target task, top-k selections."""
+
+from prefect import flow
+
+from flows.common import cli, load
+from tasks.stages import less_select
+
+
+@flow(name="less", description="LESS selection (checkpoint-weighted cosine, max over subtasks).")
+def less(params_path: str = "params.yaml") -> dict:
+    return less_select(load(params_path))
+
+
+if __name__ == "__main__":
+    cli(less)

@@ -1,0 +1,30 @@
+"""Stage ``report``: reports/summary.json (target x method), its table and plot."""
+
+import json
+
+from prefect import flow, get_run_logger
+
+from flows.common import cli, load
+from inflow import paths
+from inflow.data.pool import load_pool
+from inflow.report.plots import plot_summary
+from inflow.report.summary import build_summary, format_table
+
+METHODS = ("less", "random", "full")
+
+
+@flow(name="report", description="Summarise every method's test metrics into reports/summary.json.")
+def report(params_path: str = "params.yaml") -> dict:
+    params = load(params_path)
+    methods = [m for m in METHODS if paths.metrics_path(m).exists()]
+    rows = build_summary(methods, paths.METRICS, paths.SELECTIONS, load_pool(params.data.pool))
+    paths.REPORTS.mkdir(parents=True, exist_ok=True)
+    summary = {"rows": rows, "methods": methods}
+    (paths.REPORTS / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_summary(rows, paths.REPORTS / "summary.png")
+    get_run_logger().info("summary\n%s", format_table(rows))
+    return summary
+
+
+if __name__ == "__main__":
+    cli(report)

@@ -1,0 +1,94 @@
+"""Tokenized examples, padding them into batches, and grouping examples into batches.
+
+``Encoded`` is the one tokenized-example type every module speaks (training, gradients, evaluation).
+``collate`` right-pads a batch to its longest example. ``length_batches`` groups examples of similar
+length so per-example gradient extraction wastes little compute on padding; ``sequential_batches`` keeps
+the input order (what a reference loop or a resumable chunked writer wants).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+IGNORE_INDEX = -100  # label of a token that is not scored (prompt, role markers, padding)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenized example: ``input_ids`` and ``labels`` of equal length T.
+
+    ``labels[t]`` is ``input_ids[t]`` on answer tokens and ``IGNORE_INDEX`` everywhere else. Lists are
+    accepted and stored as tuples, so an ``Encoded`` is immutable and hashable.
+    """
+
+    input_ids: tuple[int, ...]
+    labels: tuple[int, ...]
+    example_id: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_ids", tuple(int(t) for t in self.input_ids))
+        object.__setattr__(self, "labels", tuple(int(t) for t in self.labels))
+        if len(self.input_ids) != len(self.labels):
+            raise ValueError(f"example {self.example_id!r}: {len(self.input_ids)} input ids but "
+                             f"{len(self.labels)} labels; they must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def n_labels(self) -> int:
+        """Number of scored (answer) tokens."""
+        return sum(1 for t in self.labels if t != IGNORE_INDEX)
+
+
+def collate(examples: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad ``examples`` to the longest one.
+
+    Returns ``input_ids`` [B, T] (padding = ``pad_id``), ``attention_mask`` [B, T] (1 on real tokens,
+    0 on padding) and ``labels`` [B, T] (``IGNORE_INDEX`` on padding); all int64 on the CPU.
+    """
+    if not examples:
+        raise ValueError("collate got an empty batch")
+    width = max(len(e) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example)
+        input_ids[row, :n] = torch.tensor(example.input_ids, dtype=torch.long)
+        attention_mask[row, :n] = 1
+        labels[row, :n] = torch.tensor(example.labels, dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+
+
+def sequential_batches(n: int, batch_size: int) -> list[list[int]]:
+    """Indices ``0..n-1`` cut in order into batches of ``batch_size`` (the last one may be shorter)."""
+    _check_batch_size(batch_size)
+    return [list(range(start, min(start + batch_size, n))) for start in range(0, n, batch_size)]
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, shuffle_seed: int | None = None) -> list[list[int]]:
+    """Group indices ``0..len(lengths)-1`` into batches of similar length; every index appears once.
+
+    Indices are sorted by (length, index) and cut into consecutive batches of ``batch_size``, so a batch
+    pads to little more than its shortest member. Within a batch, indices are ascending. Batch order:
+    shuffled with ``numpy.random.default_rng(shuffle_seed)`` when a seed is given (training), otherwise
+    ascending by each batch's first index, so the output is a pure function of ``lengths``.
+    """
+    _check_batch_size(batch_size)
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches = [sorted(order[start:start + batch_size]) for start in range(0, len(order), batch_size)]
+    if shuffle_seed is None:
+        batches.sort(key=lambda batch: batch[0])
+        return batches
+    permutation = np.random.default_rng(shuffle_seed).permutation(len(batches))
+    return [batches[i] for i in permutation]

@@ -1,0 +1,219 @@
+"""Per-example losses and per-example LoRA gradients.
+
+- :func:`example_losses` is the one loss every module uses: the mean next-token cross-entropy over an
+  example's answer tokens.
+- :func:`per_example_grads` is the fast path: one forward and one backward for the whole batch. Hooks
+  on every LoRA ``lora_A`` / ``lora_B`` Linear record the layer input x and the gradient of its output;
+  a Linear's weight gradient is an outer product summed over tokens, so the per-example gradient is
+  that sum restricted to one example's tokens.
+- :func:`per_example_grads_loop` is the reference: one forward/backward per example, unpadded. Tests
+  and benchmarks compare the two; nothing else should call it.
+
+Use :func:`per_example_grads` for extraction. It supports any set of LoRA target modules that are
+``nn.Linear`` (vanilla LoRA); DoRA and other peft LoRA variants, LoRA on embeddings/convolutions and
+``modules_to_save`` are refused with an explanation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+from inflow.errors import InflowError
+from inflow.gradients.blocks import lora_parameters
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100
+_LORA_FACTORS = ("lora_A", "lora_B")
+
+
+def example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-example loss ``[B]``: mean over answer tokens of the next-token cross-entropy.
+
+    ``logits [B, T, V]`` are shifted against ``labels [B, T]`` (``-100`` = not an answer token):
+    loss_b = (1 / |A_b|) * sum_{t in A_b} CE(logits[b, t-1], labels[b, t]), A_b = {t >= 1 : labels[b, t] != -100}.
+    Computed in float32 at least (float64 logits stay float64). Differentiable.
+    """
+    if logits.dim() != 3 or labels.shape != logits.shape[:2]:
+        raise ValueError(f"logits must be [B, T, V] and labels [B, T]; got {tuple(logits.shape)} "
+                         f"and {tuple(labels.shape)}")
+    shift_logits = logits[:, :-1]
+    shift_labels = labels[:, 1:]
+    if shift_logits.dtype not in (torch.float32, torch.float64):
+        shift_logits = shift_logits.float()
+    counts = (shift_labels != IGNORE).sum(dim=1)
+    empty = torch.nonzero(counts == 0).flatten().tolist()
+    if empty:
+        raise ValueError(f"examples at batch rows {empty} have no answer token after the shift (every label "
+                         "is -100, or only the first token is labelled): drop such examples before computing "
+                         "losses (rendering drops examples whose answer was truncated away)")
+    token_losses = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                                   ignore_index=IGNORE, reduction="none").view(shift_labels.shape)
+    return token_losses.sum(dim=1) / counts.to(token_losses.dtype)
+
+
+def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example LoRA gradients ``[B, D]`` and losses ``[B]`` from one forward and one backward.
+
+    For a LoRA factor y = x W^T (W ``[out, in]``) the gradient of L = sum_b loss_b is
+    dL/dW = sum_{b,t} go[b,t]^T x[b,t], with go = dL/dy ``[B, T, out]`` and x ``[B, T, in]``. Examples
+    do not interact (each row is its own sequence), so dL/dy[b] = d loss_b / dy[b] and
+    g_b(W) = sum_t go[b,t]^T x[b,t] = (go[b]^T @ x[b]) ``[out, in]``: one batched matmul per layer call.
+    Right padding is inert: with causal attention a padded position only feeds later padded positions,
+    and its labels are -100, so its go is exactly zero.
+
+    Rows are flattened in :func:`~inflow.gradients.blocks.lora_parameters` order. The model runs in eval
+    mode (dropout off) and every module's train/eval flag is restored afterwards; parameter ``.grad``
+    is left untouched. Output dtype: the LoRA weights' dtype, at least float32; device: the model's.
+    The result is exact for the forward pass it differentiates; note that HF's eager attention takes its
+    softmax in float32 even in float64 models, so padded and unpadded runs of one example agree to ~1e-7
+    there (SDPA keeps float64).
+    """
+    params = lora_parameters(model)
+    modules = _lora_linears(model, params)
+    input_ids, attention_mask, labels = _check_batch(batch, params[0][1].device)
+    n = input_ids.shape[0]
+    acc_dtype = torch.promote_types(params[0][1].dtype, torch.float32)
+    grads: dict[int, torch.Tensor] = {}  # id(parameter) -> [B, *shape]
+    outputs: list[torch.Tensor] = []
+    calls = {name: 0 for name, _ in modules}
+
+    def on_forward(name: str, module: torch.nn.Linear) -> Callable[..., None]:
+        def hook(_mod: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+            calls[name] += 1
+            held = [args[0].detach()]  # freed as soon as this call's gradient has been used
+
+            def on_grad(grad_out: torch.Tensor) -> None:
+                _accumulate(module, held.pop(), grad_out, n, acc_dtype, grads)
+
+            out.register_hook(on_grad)
+            outputs.append(out)
+        return hook
+
+    handles = [module.register_forward_hook(on_forward(name, module)) for name, module in modules]
+    try:
+        with _eval_mode(model), torch.enable_grad():
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+            losses = example_losses(logits, labels)
+            idle = [name for name, count in calls.items() if count == 0]
+            if idle:
+                raise InflowError(f"LoRA modules {idle[:3]} did not run in the forward pass (merged or inactive "
+                                  "adapter); unmerge the adapter and set it active before extracting gradients")
+            torch.autograd.grad(losses.sum(), outputs, allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+        outputs.clear()
+    flat = [grads.get(id(p), torch.zeros((n, *p.shape), dtype=acc_dtype, device=p.device)).reshape(n, -1)
+            for _, p in params]
+    return torch.cat(flat, dim=1), losses.detach()
+
+
+def per_example_grads_loop(model: torch.nn.Module,
+                           batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference for :func:`per_example_grads`: one unpadded forward/backward per example.
+
+    Row b is cut to its ``attention_mask`` length and g_b = torch.autograd.grad(loss_b, LoRA params).
+    Same output shapes ``[B, D]``, ``[B]``, eval mode, and dtype as the fast path. Slow: tests only.
+    """
+    params = lora_parameters(model)
+    if not params:
+        raise InflowError("the model has no trainable parameters; wrap it with LoRA first")
+    input_ids, attention_mask, labels = _check_batch(batch, params[0][1].device)
+    acc_dtype = torch.promote_types(params[0][1].dtype, torch.float32)
+    rows, losses = [], []
+    with _eval_mode(model), torch.enable_grad():
+        for b in range(input_ids.shape[0]):
+            length = int(attention_mask[b].sum())
+            logits = model(input_ids=input_ids[b:b + 1, :length], attention_mask=attention_mask[b:b + 1, :length],
+                           use_cache=False).logits
+            loss = example_losses(logits, labels[b:b + 1, :length])[0]
+            found = torch.autograd.grad(loss, [p for _, p in params], allow_unused=True)
+            rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).to(acc_dtype)
+                                   for g, (_, p) in zip(found, params)]))
+            losses.append(loss.detach())
+    return torch.stack(rows), torch.stack(losses)
+
+
+def _accumulate(module: torch.nn.Linear, x: torch.Tensor, grad_out: torch.Tensor, n: int,
+                dtype: torch.dtype, grads: dict[int, torch.Tensor]) -> None:
+    """Add this call's per-example weight (and bias) gradients: g_b(W) += go[b]^T @ x[b] ``[out, in]``."""
+    if x.shape[0] != n or grad_out.shape[0] != n:
+        raise InflowError(f"a LoRA layer saw activations of shape {tuple(x.shape)} whose first axis is not the "
+                          f"batch ({n}); per-example gradients need [B, ..., features] activations")
+    x = x.reshape(n, -1, x.shape[-1]).to(dtype)
+    go = grad_out.reshape(n, -1, grad_out.shape[-1]).to(dtype)
+    pieces = [(module.weight, torch.bmm(go.transpose(1, 2), x))]  # [B, out, in]
+    if module.bias is not None and module.bias.requires_grad:
+        pieces.append((module.bias, go.sum(dim=1)))  # [B, out]
+    for param, grad in pieces:
+        key = id(param)
+        grads[key] = grad if key not in grads else grads[key] + grad
+
+
+def _lora_linears(model: torch.nn.Module,
+                  params: list[tuple[str, torch.nn.Parameter]]) -> list[tuple[str, torch.nn.Linear]]:
+    """The trainable LoRA factor Linears to hook; refuses anything whose gradient the hooks would miss."""
+    if not params:
+        raise InflowError("the model has no trainable parameters; wrap it with LoRA "
+                          "(inflow.models.loading.apply_lora) or load an adapter with is_trainable=True")
+    dora = [name for name, _ in params if "lora_magnitude_vector" in name]
+    if dora:
+        raise InflowError(f"DoRA adapters (use_dora=True, e.g. {dora[0]}) are not supported: per-example "
+                          "gradients are exact only for vanilla LoRA; train the warmup without use_dora")
+    found: list[tuple[str, torch.nn.Linear]] = []
+    covered: set[int] = set()
+    for name, module in model.named_modules():
+        variants = getattr(module, "lora_variant", None)
+        if variants:
+            kinds = sorted({type(v).__name__ for v in variants.values()})
+            raise InflowError(f"{name} uses the LoRA variant {kinds}, which is not supported; use vanilla LoRA "
+                              "(no use_dora / alora / other variants) for gradient extraction")
+        parts = name.split(".")
+        if not (isinstance(module, torch.nn.Linear) and len(parts) >= 2 and parts[-2] in _LORA_FACTORS):
+            continue
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if own:
+            found.append((name, module))
+            covered.update(id(p) for p in own)
+    missing = [name for name, p in params if id(p) not in covered]
+    if missing:
+        raise InflowError(f"trainable parameters outside LoRA Linear layers: {missing[:5]}"
+                          f"{' ...' if len(missing) > 5 else ''}; per-example gradients cover only lora_A/lora_B "
+                          "Linear weights: drop modules_to_save and LoRA on embeddings/convolutions, or freeze "
+                          "those parameters (requires_grad_(False))")
+    return found
+
+
+def _check_batch(batch: Mapping[str, torch.Tensor],
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``input_ids``, ``attention_mask``, ``labels`` ``[B, T]`` on ``device``, checked for right padding."""
+    missing = [key for key in ("input_ids", "attention_mask", "labels") if key not in batch]
+    if missing:
+        raise ValueError(f"batch lacks {missing}; build batches with inflow.data.batching.collate")
+    input_ids, attention_mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
+    if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape or labels.shape != input_ids.shape:
+        raise ValueError(f"input_ids, attention_mask and labels must all be [B, T]; got {tuple(input_ids.shape)}, "
+                         f"{tuple(attention_mask.shape)}, {tuple(labels.shape)}")
+    if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+        raise ValueError("attention_mask is not right-padded (a 0 before a 1); pad on the right as collate does")
+    if bool(((attention_mask == 0) & (labels != IGNORE)).any()):
+        raise ValueError("labels on padding positions must be -100; pad labels with -100 as collate does")
+    return input_ids, attention_mask, labels
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Switch every submodule to eval (dropout off) and restore each one's own flag afterwards."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode

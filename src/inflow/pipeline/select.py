@@ -1,0 +1,65 @@
+"""Selection steps: ``less`` (score the pool against each target task, take the top k) and ``baselines``
+(random subset of the same size, full pool)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from inflow.config import DataConfig, FeaturesConfig, SelectConfig
+from inflow.data.pool import load_pool
+from inflow.data.targets import load_target_tasks
+from inflow.methods.less import checkpoint_weights, less_scores, subtask_means
+from inflow.paths import POOL_SPLIT, selection_dir, store_path
+from inflow.pipeline.features import checkpoints_for
+from inflow.selection import full_selection, random_selection, selection_size, top_k, write_selection
+from inflow.selection.outputs import ALL_TARGETS
+from inflow.store import GradientStore
+from inflow.training.checkpoint import checkpoint_mean_lr
+
+log = logging.getLogger(__name__)
+
+
+def _val_means(task, checkpoint: str) -> list[np.ndarray]:
+    store = GradientStore.open(store_path("targets", checkpoint, task.name))
+    subtask_of = dict(zip(task.val["example_id"].to_list(), task.val["subtask"].to_list()))
+    _names, means = subtask_means(store.read_all(), [subtask_of[i] for i in store.example_ids()])
+    return means
+
+
+def run_less(select: SelectConfig, features: FeaturesConfig, data: DataConfig, warmup_dir: str | Path,
+             default_base: str | Path, selector: str, out_dir: str | Path | None = None) -> dict:
+    """LESS selection for every target task; writes ``data/selections/less`` and returns a manifest."""
+    out_dir = Path(out_dir or selection_dir("less"))
+    checkpoints, _base = checkpoints_for(features, warmup_dir, default_base)
+    weights = checkpoint_weights([checkpoint_mean_lr(c) for c in checkpoints])
+    train = [GradientStore.open(store_path(POOL_SPLIT, c.name)) for c in checkpoints]
+    tasks = load_target_tasks(data.targets)
+    means = {t.name: [_val_means(t, c.name) for c in checkpoints] for t in tasks}
+    scores = less_scores(train, means, weights)
+    ids = train[0].example_ids()
+    pool = load_pool(data.pool)
+    k = selection_size(len(pool), select)
+    tables = {name: top_k(ids, s, k) for name, s in scores.items()}
+    write_selection(tables, pool, out_dir, "less", selector)
+    pl.DataFrame({"example_id": ids, **{f"score_{t}": s for t, s in scores.items()}}).write_parquet(
+        out_dir / "scores.parquet")
+    manifest = {"k": k, "checkpoints": [c.name for c in checkpoints], "weights": weights.tolist(),
+                "targets": list(scores)}
+    (out_dir / "less.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def run_baselines(select: SelectConfig, data: DataConfig) -> dict:
+    """Random (same k as every method) and full-pool selections, each serving all targets."""
+    pool = load_pool(data.pool)
+    ids = pool["example_id"].to_list()
+    k = selection_size(len(pool), select)
+    write_selection({ALL_TARGETS: random_selection(ids, k, select.seed)}, pool, selection_dir("random"),
+                    "random", "none")
+    write_selection({ALL_TARGETS: full_selection(ids)}, pool, selection_dir("full"), "full", "none")
+    return {"k": k, "pool": len(pool)}

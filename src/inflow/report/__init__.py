@@ -1,0 +1,1 @@
+"""The results report: summary table (reports/summary.json), composition of each selection, plots."""

@@ -1,0 +1,79 @@
+"""Build and print the summary: per target task x method, test loss, exact match and selection size.
+
+Run as ``python -m inflow.report.summary reports/summary.json`` to print a saved summary as a table.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from inflow.selection import read_selection
+from inflow.selection.outputs import ALL_TARGETS
+
+GROUND_TRUTH = ("family", "kind", "harmful")
+
+
+def composition(selected: pl.DataFrame, pool: pl.DataFrame, target: str) -> dict:
+    """Ground-truth make-up of a selection (benchmark pools only): shares of in-family, decoy, harmful rows."""
+    if not all(c in pool.columns for c in GROUND_TRUTH):
+        return {}
+    rows = selected.join(pool.select("example_id", *GROUND_TRUTH), on="example_id", how="left")
+    n = max(1, len(rows))
+    in_family = rows.filter((pl.col("family") == target) & (pl.col("kind") == "target"))
+    return {
+        "in_family_share": len(in_family) / n,
+        "decoy_share": len(rows.filter(pl.col("kind") == "decoy")) / n,
+        "harmful_share": len(rows.filter(pl.col("harmful"))) / n,
+    }
+
+
+def build_summary(methods: Sequence[str], metrics_dir: Path, selections_dir: Path, pool: pl.DataFrame) -> list[dict]:
+    """One row per (target, method) from ``metrics/<method>.json`` and the selection tables."""
+    rows = []
+    for method in methods:
+        metrics = json.loads((metrics_dir / f"{method}.json").read_text())
+        table = read_selection(selections_dir / method)
+        for model_target, per_task in metrics.items():
+            for task, m in per_task.items():
+                if model_target not in (ALL_TARGETS, task):
+                    continue
+                selected = table.filter(pl.col("target") == model_target)
+                rows.append({"target": task, "method": method, "test_loss": m["loss"],
+                             "exact_match": m["exact_match"], "selection_size": len(selected),
+                             **composition(selected, pool, task)})
+    return sorted(rows, key=lambda r: (r["target"], r["method"]))
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """A fixed-width text table of summary rows."""
+    cols = ["target", "method", "test_loss", "exact_match", "selection_size", "in_family_share", "harmful_share"]
+    cols = [c for c in cols if any(c in r for r in rows)]
+    cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    path = Path(argv[0] if argv else "reports/summary.json")
+    if not path.exists():
+        print(f"{path}: no summary yet; run `make run` (or `dvc repro`) first", file=sys.stderr)
+        return 1
+    print(format_table(json.loads(path.read_text())["rows"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,7 @@
+"""Selections: top-k by score, the baselines (random, full pool), and their on-disk outputs."""
+
+from inflow.selection.baselines import full_selection, random_selection
+from inflow.selection.outputs import read_selection, write_selection
+from inflow.selection.topk import selection_size, top_k
+
+__all__ = ["full_selection", "random_selection", "read_selection", "selection_size", "top_k", "write_selection"]

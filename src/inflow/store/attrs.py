@@ -1,0 +1,118 @@
+"""What a gradient store was built from: the attributes saved beside its arrays and checked on every reopen.
+
+:class:`StoreAttrs` is frozen and JSON round-trips (``to_dict`` / ``from_dict``); :meth:`StoreAttrs.diff` lists
+the differences between two of them in words, which ``GradientStore.create_or_open`` turns into a
+``StoreMismatchError`` (every field but ``code_version``, which only warns).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FEATURE_KINDS = ("sgd", "adam")
+DTYPES = ("float16", "float32")
+WARN_ONLY = ("code_version",)  # differences in these fields do not invalidate a store
+
+
+@dataclass(frozen=True)
+class StoreAttrs:
+    """The settings and inputs a gradient store's features depend on."""
+
+    model_id: str  # the selector model (path or hub id)
+    model_hash: str  # hash of its weights/config, so a retrained model at the same path is noticed
+    checkpoint: str  # which warmup checkpoint the features come from (e.g. "checkpoint-105")
+    checkpoint_step: int
+    lora_targets: tuple[str, ...]  # LoRA target modules, in parameter order
+    feature_kind: Literal["sgd", "adam"]
+    sketch: dict[str, Any] = field(hash=False)  # BlockSketch.to_attrs()
+    dim: int  # width of a stored row (the sketch's out_dim)
+    dtype: Literal["float16", "float32"]
+    n_rows: int
+    chunk_rows: int  # rows per chunk: the unit of fan-out, resume and integrity
+    data_hash: str  # hash of the examples (ids + rendered text) the rows are computed from
+    code_version: str  # inflow version that wrote the store (a difference only warns)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        # canonical JSON form (lists, not tuples) so attrs compare equal after a round trip through the store
+        object.__setattr__(self, "sketch", json.loads(json.dumps(self.sketch)))
+        if self.feature_kind not in FEATURE_KINDS:
+            raise ValueError(f"feature_kind must be one of {FEATURE_KINDS}, got {self.feature_kind!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES} (features.dtype), got {self.dtype!r}")
+        if self.dim < 1 or self.n_rows < 0 or self.chunk_rows < 1:
+            raise ValueError(f"need dim >= 1, n_rows >= 0, chunk_rows >= 1; got {self.dim}, {self.n_rows}, "
+                             f"{self.chunk_rows}")
+        if "out_dim" in self.sketch and self.sketch["out_dim"] != self.dim:
+            raise ValueError(f"dim {self.dim} differs from the sketch's out_dim {self.sketch['out_dim']}: "
+                             "pass dim=sketch.out_dim")
+
+    @property
+    def n_chunks(self) -> int:
+        """``ceil(n_rows / chunk_rows)``."""
+        return -(-self.n_rows // self.chunk_rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (``lora_targets`` as a list)."""
+        data = dataclasses.asdict(self)
+        data["lora_targets"] = list(self.lora_targets)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StoreAttrs:
+        """The inverse of :meth:`to_dict`; ``ValueError`` naming missing or unknown keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
+        if missing or unknown:
+            raise ValueError(f"store attrs: missing keys {missing}, unknown keys {unknown}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as sorted JSON."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> StoreAttrs:
+        """The inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
+
+    def diff(self, other: StoreAttrs, labels: tuple[str, str] = ("here", "there")) -> list[str]:
+        """Differences, one line each: ``"sketch.seed: 0 here, 1 there"`` (nested keys dotted, list items indexed).
+
+        ``labels`` name the two sides (e.g. ``("in the store", "asked for now")``).
+        """
+        return _diff(self.to_dict(), other.to_dict(), "", labels)
+
+    def blocking_diff(self, other: StoreAttrs, labels: tuple[str, str] = ("here", "there")) -> list[str]:
+        """:meth:`diff` without the warn-only fields: the differences that invalidate stored features."""
+        return [line for line in self.diff(other, labels) if line.split(":", 1)[0] not in WARN_ONLY]
+
+
+def _diff(mine: Any, theirs: Any, path: str, labels: tuple[str, str]) -> list[str]:
+    here, there = labels
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        lines: list[str] = []
+        for key in sorted(set(mine) | set(theirs), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in theirs:
+                lines.append(f"{sub}: {_short(mine[key])} {here}, absent {there}")
+            elif key not in mine:
+                lines.append(f"{sub}: absent {here}, {_short(theirs[key])} {there}")
+            else:
+                lines.extend(_diff(mine[key], theirs[key], sub, labels))
+        return lines
+    if mine == theirs:
+        return []
+    if isinstance(mine, list) and isinstance(theirs, list) and len(mine) != len(theirs):
+        return [f"{path}: {len(mine)} entries {here}, {len(theirs)} {there}"]
+    if isinstance(mine, list) and isinstance(theirs, list) and all(isinstance(v, dict) for v in mine + theirs):
+        return [line for i, (a, b) in enumerate(zip(mine, theirs)) for line in _diff(a, b, f"{path}[{i}]", labels)]
+    return [f"{path}: {_short(mine)} {here}, {_short(theirs)} {there}"]
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,22 @@
+"""Prefect tasks of the features stage: open a store, extract one chunk (the unit of fan-out)."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from inflow.pipeline.features import FeatureJob, extract_chunk, job_summary, open_store
+
+
+@task(name="open-store", cache_policy=NO_CACHE)
+def open_feature_store(job: FeatureJob) -> list[int]:
+    pending = open_store(job)
+    get_run_logger().info("%s: %d chunks to extract", job.store, len(pending))
+    return pending
+
+
+@task(name="extract-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def extract_feature_chunk(job: FeatureJob, chunk: int) -> int:
+    rows = extract_chunk(job, chunk)
+    get_run_logger().debug("%s chunk %d: %d rows (%s)", job.store, chunk, rows, job_summary(job)["checkpoint"])
+    return rows

@@ -1,0 +1,80 @@
+"""Thin Prefect tasks over :mod:`inflow.pipeline`, one per step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from inflow import paths
+from inflow.config import Params
+from inflow.data.targets import load_target_tasks
+from inflow.pipeline import evaluate, models, prepare, select, train
+
+
+@task(name="prepare-benchmark", cache_policy=NO_CACHE)
+def prepare_benchmark(params: Params) -> dict:
+    manifest = prepare.prepare_benchmark(params.benchmark, paths.BENCHMARK)
+    get_run_logger().info("benchmark written to %s", paths.BENCHMARK)
+    return manifest
+
+
+@task(name="build-tokenizer", cache_policy=NO_CACHE)
+def build_tokenizer(params: Params) -> dict:
+    manifest = prepare.build_tokenizer(params.tokenizer, paths.BENCHMARK / "corpus.jsonl", params.data.pool,
+                                       paths.TOKENIZER)
+    get_run_logger().info("tokenizer: %s", manifest)
+    return manifest
+
+
+@task(name="build-base-model", cache_policy=NO_CACHE)
+def build_base_model(params: Params, role: str) -> dict:
+    cfg = getattr(params, role)
+    manifest = models.build_base_model(cfg, paths.TOKENIZER, paths.BENCHMARK / "corpus.jsonl",
+                                       paths.base_model_dir(role), params.data.max_seq_len)
+    get_run_logger().info("base model %s: %s", role, manifest)
+    return manifest
+
+
+@task(name="warmup-train", cache_policy=NO_CACHE)
+def warmup_train(params: Params) -> dict:
+    manifest = train.run_warmup(params.warmup, params.data, paths.base_model_dir("selector"), paths.WARMUP)
+    get_run_logger().info("warmup: %s", manifest)
+    return manifest
+
+
+@task(name="less-select", cache_policy=NO_CACHE)
+def less_select(params: Params) -> dict:
+    manifest = select.run_less(params.select, params.features, params.data, paths.WARMUP,
+                               paths.base_model_dir("selector"), selector="selector")
+    get_run_logger().info("LESS selection: %s", manifest)
+    return manifest
+
+
+@task(name="baseline-select", cache_policy=NO_CACHE)
+def baseline_select(params: Params) -> dict:
+    manifest = select.run_baselines(params.select, params.data)
+    get_run_logger().info("baselines: %s", manifest)
+    return manifest
+
+
+@task(name="finetune-target", cache_policy=NO_CACHE)
+def finetune_target(params: Params, method: str, selection: Path) -> str:
+    out = paths.finetuned_dir(method, selection.stem)
+    manifest = train.run_finetune(params.finetune, params.data, paths.base_model_dir("target"), selection, out)
+    get_run_logger().info("fine-tuned %s/%s: %s", method, selection.stem, manifest)
+    return str(out)
+
+
+@task(name="evaluate-model", cache_policy=NO_CACHE)
+def evaluate_model(params: Params, adapter_dir: Path) -> dict:
+    tasks = load_target_tasks(params.data.targets)
+    if adapter_dir.name != "all":
+        tasks = [t for t in tasks if t.name == adapter_dir.name]
+    metrics = evaluate.run_evaluate(params.evaluate, params.data, paths.base_model_dir("target"), adapter_dir,
+                                    tasks)
+    for name, m in metrics.items():
+        get_run_logger().info("%s on %s: loss %.4f, exact match %.3f", adapter_dir, name, m["loss"],
+                              m["exact_match"])
+    return metrics
