@@ -198,3 +198,16 @@ def test_longer_batch_float64_parity() -> None:
     grads, _ = per_example_grads(model, batch)
     ref, _ = per_example_grads_loop(model, batch)
     assert (grads - ref).abs().max() < 1e-10
+
+
+def test_concurrent_calls_on_one_model_match_sequential_calls() -> None:
+    """Prefect maps chunks over a thread pool sharing one model: the hooks must not see another call's batch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = tiny_lora()
+    batches = [make_batch([5, 9, 12][: 1 + i % 3], seed=i) for i in range(6)]  # batch sizes 1, 2, 3, 1, 2, 3
+    sequential = [per_example_grads(model, b)[0] for b in batches]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        concurrent = list(pool.map(lambda b: per_example_grads(model, b)[0], batches))
+    for seq, conc in zip(sequential, concurrent):
+        assert torch.equal(seq, conc)

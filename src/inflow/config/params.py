@@ -89,7 +89,7 @@ def tiny_params() -> Params:
     return dataclasses.replace(
         Params(),
         benchmark=BenchmarkConfig(pool_size=240, val_per_subtask=2, test_per_subtask=4),
-        data=DataConfig(max_seq_len=96),
+        data=DataConfig(max_seq_len=192),
         tokenizer=TokenizerConfig(vocab_size=320),
         selector=ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, pretrain_epochs=1),
         target=ModelConfig(family="qwen2", hidden_size=32, num_layers=2,

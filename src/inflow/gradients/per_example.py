@@ -17,6 +17,8 @@ Use :func:`per_example_grads` for extraction. It supports any set of LoRA target
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
@@ -30,6 +32,18 @@ log = logging.getLogger(__name__)
 
 IGNORE = -100
 _LORA_FACTORS = ("lora_A", "lora_B")
+# Hooks live on the model's modules, so two concurrent calls on one model (Prefect's thread pool mapping chunks)
+# would see each other's activations: calls on the same model are serialised, calls on different models are not.
+_MODEL_LOCKS: weakref.WeakKeyDictionary[torch.nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _model_lock(model: torch.nn.Module) -> threading.Lock:
+    with _LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _MODEL_LOCKS[model] = threading.Lock()
+        return lock
 
 
 def example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -67,6 +81,7 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor])
     Right padding is inert: with causal attention a padded position only feeds later padded positions,
     and its labels are -100, so its go is exactly zero.
 
+    Thread-safe: concurrent calls on the same model run one after the other (the hooks are per module).
     Rows are flattened in :func:`~inflow.gradients.blocks.lora_parameters` order. The model runs in eval
     mode (dropout off) and every module's train/eval flag is restored afterwards; parameter ``.grad``
     is left untouched. Output dtype: the LoRA weights' dtype, at least float32; device: the model's.
@@ -95,6 +110,18 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor])
             outputs.append(out)
         return hook
 
+    with _model_lock(model):
+        losses = _run_hooked(model, modules, on_forward, calls, outputs, input_ids, attention_mask, labels)
+    flat = [grads.get(id(p), torch.zeros((n, *p.shape), dtype=acc_dtype, device=p.device)).reshape(n, -1)
+            for _, p in params]
+    return torch.cat(flat, dim=1), losses
+
+
+def _run_hooked(model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]],
+                on_forward: Callable[[str, torch.nn.Linear], Callable[..., None]], calls: dict[str, int],
+                outputs: list[torch.Tensor], input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor) -> torch.Tensor:
+    """One hooked forward and backward of the batch; returns the detached per-example losses ``[B]``."""
     handles = [module.register_forward_hook(on_forward(name, module)) for name, module in modules]
     try:
         with _eval_mode(model), torch.enable_grad():
@@ -109,9 +136,7 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor])
         for handle in handles:
             handle.remove()
         outputs.clear()
-    flat = [grads.get(id(p), torch.zeros((n, *p.shape), dtype=acc_dtype, device=p.device)).reshape(n, -1)
-            for _, p in params]
-    return torch.cat(flat, dim=1), losses.detach()
+    return losses.detach()
 
 
 def per_example_grads_loop(model: torch.nn.Module,

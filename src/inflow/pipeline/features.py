@@ -163,7 +163,7 @@ def featurize(ctx: _Context, rows: list[Encoded], batch_size: int, eps_inside_sq
 def extract_chunk(job: FeatureJob, chunk: int) -> int:
     """Extract, sketch and write chunk ``chunk`` of the job's store; returns the rows written."""
     ctx = _context(job)
-    store = GradientStore.open(job.store)
+    store = GradientStore.open(job.store, writable=True)
     start, stop = store.chunk_bounds(chunk)
     rows = ctx.rows[start:stop]
     feats = featurize(ctx, rows, job.batch_size, job.eps_inside_sqrt)

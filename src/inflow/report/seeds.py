@@ -1,0 +1,76 @@
+"""Multi-seed summary: mean ± std over seeds of each (target, method) row of ``reports/summary.json``.
+
+``make results`` runs the whole pipeline once per seed (``flows/seeds.py``) and turns the per-seed summaries into
+the markdown table of ``docs/results.md`` with :func:`aggregate_summaries` and :func:`format_markdown`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+METRICS = ("test_loss", "exact_match", "selection_size", "in_family_share", "harmful_share")
+SEED_KEYS = ("benchmark.seed", "warmup.seed", "select.seed", "finetune.seed")
+
+
+def seed_overrides(seed: int) -> dict[str, int]:
+    """The params changed for run ``seed``: every data, training and selection seed, and the model inits."""
+    return {**{key: seed for key in SEED_KEYS}, "selector.seed": 2 * seed, "target.seed": 2 * seed + 1}
+
+
+def apply_overrides(params: Mapping, overrides: Mapping[str, object]) -> dict:
+    """A deep copy of a params dict with dotted keys (``"section.key"``) set; unknown keys are an error."""
+    out = {section: dict(values) if isinstance(values, Mapping) else values for section, values in params.items()}
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".", 1)
+        if section not in out or key not in out[section]:
+            raise KeyError(f"{dotted} is not a params key; see params.yaml for the keys")
+        out[section][key] = value
+    return out
+
+
+def aggregate_summaries(summaries: Sequence[Mapping]) -> list[dict]:
+    """Rows {target, method, n_seeds, <metric>_mean, <metric>_std, less_beats_random} over per-seed summaries.
+
+    Each summary is a ``reports/summary.json`` dict (``{"rows": [{target, method, test_loss, ...}]}``). The std is
+    the sample standard deviation (ddof=1; 0 for a single seed). ``less_beats_random`` (LESS rows only) counts the
+    seeds whose LESS test loss is below the random baseline's on the same target.
+    """
+    groups: dict[tuple[str, str], list[Mapping]] = {}
+    for summary in summaries:
+        for row in summary["rows"]:
+            groups.setdefault((row["target"], row["method"]), []).append(row)
+    out = []
+    for (target, method), rows in sorted(groups.items()):
+        agg: dict = {"target": target, "method": method, "n_seeds": len(rows)}
+        for metric in METRICS:
+            values = np.array([r[metric] for r in rows if metric in r], dtype=np.float64)
+            if values.size:
+                agg[f"{metric}_mean"] = float(values.mean())
+                agg[f"{metric}_std"] = float(values.std(ddof=1)) if values.size > 1 else 0.0
+        if method == "less":
+            agg["less_beats_random"] = sum(_beats_random(s, target) for s in summaries)
+        out.append(agg)
+    return out
+
+
+def _beats_random(summary: Mapping, target: str) -> bool:
+    loss = {r["method"]: r["test_loss"] for r in summary["rows"] if r["target"] == target}
+    return "less" in loss and "random" in loss and loss["less"] < loss["random"]
+
+
+def format_markdown(rows: Sequence[Mapping], n_seeds: int) -> str:
+    """A markdown table of aggregated rows: mean ± std of each metric, and LESS's wins over random."""
+    header = ["target", "method", "test loss", "exact match", "k", "in-family share", "harmful share",
+              "LESS < random (loss)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["target"], row["method"]]
+        for metric, digits in (("test_loss", 4), ("exact_match", 3), ("selection_size", 0), ("in_family_share", 3),
+                               ("harmful_share", 3)):
+            mean = row.get(f"{metric}_mean")
+            cells.append("" if mean is None else f"{mean:.{digits}f} ± {row[f'{metric}_std']:.{digits}f}")
+        cells.append(f"{row['less_beats_random']}/{n_seeds}" if "less_beats_random" in row else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
