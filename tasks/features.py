@@ -10,13 +10,16 @@ from inflow.pipeline.features import FeatureJob, extract_chunk, job_summary, ope
 
 @task(name="open-store", cache_policy=NO_CACHE)
 def open_feature_store(job: FeatureJob) -> list[int]:
-    pending = open_store(job)
+    """Create, reopen, grow (or, if its settings changed, rebuild) the job's store; the pending chunks. Call it
+    directly (not ``.submit``) so it runs in the flow's process, before any worker writes to the store."""
+    pending = open_store(job, rebuild=True)
     get_run_logger().info("%s: %d chunks to extract", job.store, len(pending))
     return pending
 
 
 @task(name="extract-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def extract_feature_chunk(job: FeatureJob, chunk: int) -> int:
+    """Fill one chunk of an opened store (on whichever thread or Dask worker the task runner picks)."""
     rows = extract_chunk(job, chunk)
     get_run_logger().debug("%s chunk %d: %d rows (%s)", job.store, chunk, rows, job_summary(job)["checkpoint"])
     return rows

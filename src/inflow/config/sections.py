@@ -150,10 +150,23 @@ class FeaturesConfig:
     chunk_rows: int = 1024  # rows per store chunk (the unit of fan-out, resume and integrity)
     dtype: Literal["float16", "float32"] = "float16"
     adam_eps_inside_sqrt: bool = True  # LESS parity: m'/sqrt(v'+eps); false: m'/(sqrt(v')+eps)
+    # torch intra-op threads per extracting process. CPU features are bit-identical between runs (resumed,
+    # grown, spread over workers) only at the same value; 0: torch's default (every core of the machine)
+    threads: int = 1
+    # where chunks are extracted: '' threads of the flow process; 'local' a Dask LocalCluster of `workers`
+    # processes; else the address of a running Dask scheduler (tcp://host:8786) whose workers share the store
+    dask_address: str = ""
+    workers: int = 2  # chunk-extraction threads ('') or worker processes ('local'); the cluster decides otherwise
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
         require(self.chunk_rows >= 1, "chunk_rows", "must be at least 1")
+        require(self.threads >= 0, "threads", "must be >= 0 (0: torch's default)")
+        require(self.workers >= 1, "workers", "must be at least 1")
+        address = self.dask_address
+        require(address in ("", "local") or (":" in address and not any(c.isspace() for c in address)),
+                "dask_address", f"must be '', 'local' or a Dask scheduler address like tcp://host:8786, got "
+                f"{address!r}")
 
 
 @dataclass(frozen=True)

@@ -2,21 +2,38 @@
 
 One store per (checkpoint, split): the pool gets Adam features (the checkpoint's AdamW state applied to
 the gradient, DESIGN §4), target validation rows get plain (SGD) gradients. A store is filled chunk by
-chunk; a chunk is the unit of fan-out (Prefect maps over chunks), of resume (only chunks not marked done
+chunk; a chunk is the unit of fan-out (Prefect/Dask map over chunks), of resume (only chunks not marked done
 are extracted) and of integrity (each is checksummed). Within a chunk, rows are batched by length, so the
 result does not depend on how many workers there are or in which order chunks run.
+
+* :func:`open_store` (once, in the parent, before any fan-out) creates the store, or reopens it, checks its
+  settings and grows it when the data gained rows (``inflow.store.append``); it returns the pending chunks.
+* :func:`extract_chunk` (anywhere: a thread, a Dask worker on another node) fills one chunk.
+* :func:`extract_store` does both in one process; ``python -m inflow.pipeline.features --job job.json`` runs it
+  from a shell (a SIGKILLed run resumes where it stopped when started again).
+
+Bit-identity: a store's bytes are a function of its job (model, checkpoint, data, settings), whatever the
+order, number or placement of the processes that filled it, given the same hardware and software and the
+same ``features.threads`` (torch's CPU kernels sum in a thread-count-dependent order).
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
+import argparse
+import contextlib
+import json
 import logging
-from dataclasses import asdict, dataclass
+import shutil
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 import inflow
 from inflow.config import DataConfig, FeaturesConfig, SketchConfig
@@ -24,6 +41,7 @@ from inflow.data.batching import Encoded, collate, length_batches
 from inflow.data.pool import load_pool
 from inflow.data.render import encode_pool, encode_targets
 from inflow.data.targets import load_target_tasks
+from inflow.errors import InflowError, StoreMismatchError
 from inflow.gradients.blocks import lora_blocks, lora_parameters
 from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import per_example_grads
@@ -31,7 +49,7 @@ from inflow.models.loading import load_causal_lm, model_fingerprint, resolve_mod
 from inflow.models.tokenizer import load_tokenizer
 from inflow.paths import POOL_SPLIT, store_path
 from inflow.sketch import BlockSketch
-from inflow.store import GradientStore, StoreAttrs
+from inflow.store import GradientStore, RowManifest, StoreAttrs, row_hash
 from inflow.training.checkpoint import find_checkpoints, load_adam_state, load_adapter_into
 
 log = logging.getLogger(__name__)
@@ -39,7 +57,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FeatureJob:
-    """One store to fill: the rows of ``split`` (``pool``, or target task ``task``) at ``checkpoint``."""
+    """One store to fill: the rows of ``split`` (``pool``, or target task ``task``) at ``checkpoint``.
+
+    Paths are used as given (relative ones against the working directory of whichever process runs the job).
+    """
 
     checkpoint: str  # HF Trainer checkpoint directory
     base_model: str  # the model the adapter was trained on
@@ -56,10 +77,26 @@ class FeatureJob:
     sketch_kind: str
     sketch_dim: int
     sketch_seed: int
+    threads: int = 1  # torch intra-op threads while extracting (0: leave torch's setting)
 
     @property
     def feature_kind(self) -> str:
         return "adam" if self.split == POOL_SPLIT else "sgd"
+
+    def to_json(self) -> str:
+        """The job as a JSON object (for ``python -m inflow.pipeline.features --job``)."""
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureJob:
+        """The inverse of :meth:`to_json`; ``ValueError`` naming missing or unknown keys."""
+        data = json.loads(text)
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING}
+        if not isinstance(data, dict) or set(data) - names or required - set(data):
+            keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"a feature job needs the keys {sorted(names)}, got {keys}")
+        return cls(**data)
 
 
 def checkpoints_for(cfg: FeaturesConfig, warmup_dir: str | Path, default_base: str | Path) -> tuple[list[Path], str]:
@@ -84,9 +121,17 @@ def plan_jobs(cfg: FeaturesConfig, sketch: SketchConfig, data: DataConfig, split
                    store=str(store_path(split, ckpt.name, task)), pool=data.pool, targets=data.targets,
                    max_seq_len=data.max_seq_len, batch_size=cfg.batch_size, chunk_rows=cfg.chunk_rows,
                    dtype=cfg.dtype, eps_inside_sqrt=cfg.adam_eps_inside_sqrt, sketch_kind=sketch.kind,
-                   sketch_dim=sketch.dim, sketch_seed=sketch.seed)
+                   sketch_dim=sketch.dim, sketch_seed=sketch.seed, threads=cfg.threads)
         for ckpt in checkpoints for task in tasks
     ]
+
+
+def row_manifest(rows: Sequence[Encoded]) -> RowManifest:
+    """Ids and content hashes of encoded rows: a row's hash covers its id, token ids and labels, i.e. everything
+    its features are computed from (a changed tokenizer, template or truncation changes it too)."""
+    hashes = [row_hash(r.example_id, np.asarray(r.input_ids, dtype="<i8").tobytes(),
+                       np.asarray(r.labels, dtype="<i8").tobytes()) for r in rows]
+    return RowManifest.build([r.example_id for r in rows], hashes)
 
 
 class _Context:
@@ -103,6 +148,8 @@ class _Context:
             if dropped:
                 raise ValueError(f"{len(dropped)} validation rows of {job.task} lose their answer at "
                                  f"max_seq_len={job.max_seq_len}; raise data.max_seq_len")
+        self.manifest = row_manifest(self.rows)
+        self.index = {example_id: i for i, example_id in enumerate(self.manifest.ids)}
         self.pad_id = tokenizer.pad_token_id
         self.model = load_adapter_into(load_causal_lm(job.base_model), job.checkpoint)
         self.model.eval()
@@ -117,8 +164,22 @@ class _Context:
             checkpoint=Path(job.checkpoint).name, checkpoint_step=_step_of(job.checkpoint),
             lora_targets=tuple(sorted({n.split(".lora_")[0].rsplit(".", 1)[-1] for n, _ in params})),
             feature_kind=job.feature_kind, sketch=self.sketch.to_attrs(), dim=self.sketch.out_dim,
-            dtype=job.dtype, n_rows=len(self.rows), chunk_rows=job.chunk_rows, data_hash=_data_hash(self.rows),
+            dtype=job.dtype, n_rows=len(self.rows), chunk_rows=job.chunk_rows, data_hash=self.manifest.digest(),
             code_version=inflow.__version__)
+
+    def disagreement(self, store: GradientStore, wanted: RowManifest) -> str:
+        """Why this context cannot fill rows ``wanted`` of ``store`` ('' when it can)."""
+        problems = store.attrs.settings_diff(self.attrs, ("in the store", "here"))
+        if problems:
+            return "settings differ: " + "; ".join(problems)
+        missing = [i for i in wanted.ids if i not in self.index]
+        if missing:
+            return f"{len(missing)} of its rows are not in the data (first: {missing[:5]})"
+        at = np.fromiter((self.index[i] for i in wanted.ids), dtype=np.int64, count=len(wanted))
+        changed = np.flatnonzero(self.manifest.hashes[at] != wanted.hashes)
+        if changed.size:
+            return f"{changed.size} of its rows changed content (first: {[wanted.ids[i] for i in changed[:5]]})"
+        return ""
 
 
 def _step_of(checkpoint: str) -> int:
@@ -126,25 +187,78 @@ def _step_of(checkpoint: str) -> int:
     return int(tail) if tail.isdigit() else -1
 
 
-def _data_hash(rows: list[Encoded]) -> str:
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(row.example_id.encode())
-        digest.update(np.asarray(row.input_ids, dtype=np.int64).tobytes())
-        digest.update(np.asarray(row.labels, dtype=np.int64).tobytes())
-    return digest.hexdigest()[:16]
+_CONTEXTS: OrderedDict[FeatureJob, _Context] = OrderedDict()  # per process: a model each, so only a couple
+_CONTEXTS_LOCK = threading.Lock()
+_CONTEXTS_KEPT = 2
 
 
-@functools.lru_cache(maxsize=2)
-def _context(job: FeatureJob) -> _Context:
-    return _Context(job)
+def _context(job: FeatureJob, refresh: bool = False) -> _Context:
+    """The process's context for ``job``, built on first use (or again with ``refresh``: the data changed)."""
+    with _CONTEXTS_LOCK:
+        if refresh or job not in _CONTEXTS:
+            _CONTEXTS.pop(job, None)
+            _CONTEXTS[job] = _Context(job)
+            while len(_CONTEXTS) > _CONTEXTS_KEPT:
+                _CONTEXTS.popitem(last=False)
+        _CONTEXTS.move_to_end(job)
+        return _CONTEXTS[job]
 
 
-def open_store(job: FeatureJob) -> list[int]:
-    """Create (or reopen and validate) the job's store; return the chunks still to extract."""
-    Path(job.store).parent.mkdir(parents=True, exist_ok=True)
-    store = GradientStore.create_or_open(job.store, _context(job).attrs)
+_THREADS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the body with ``n`` torch intra-op threads (0: unchanged), one body per process at a time.
+
+    Torch's thread count is process-wide, so concurrent extractions in threads take turns (they already do:
+    :func:`~inflow.gradients.per_example.per_example_grads` locks the model), and the count is restored after.
+    """
+    with _THREADS_LOCK:
+        before = torch.get_num_threads()
+        if n:
+            torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+
+def open_store(job: FeatureJob, *, rebuild: bool = False) -> list[int]:
+    """Create (or reopen, validate and grow) the job's store; return the chunks still to extract.
+
+    Call it once per store before fanning out: it re-reads the data (new rows are appended to the store,
+    see :mod:`inflow.store.append`), and refuses a store whose settings differ, whose rows changed content or
+    left the data (:class:`StoreMismatchError`). With ``rebuild`` such a store is deleted and built anew instead:
+    the features *stage* does this, because it owns its outputs (DVC keeps the previous version in its cache).
+    """
+    local = "://" not in job.store
+    if local:
+        Path(job.store).parent.mkdir(parents=True, exist_ok=True)
+    ctx = _context(job, refresh=True)
+    try:
+        store = GradientStore.create_or_open(job.store, ctx.attrs, ctx.manifest)
+    except StoreMismatchError as exc:
+        if not (rebuild and local):
+            raise
+        log.warning("%s: %s; rebuilding it", job.store, exc)
+        shutil.rmtree(job.store)
+        store = GradientStore.create_or_open(job.store, ctx.attrs, ctx.manifest)
     return store.pending_chunks()
+
+
+def remove_stale_stores(split_dir: str | Path, jobs: Sequence[FeatureJob]) -> list[str]:
+    """Delete the ``*.zarr`` stores under ``split_dir`` that no job plans (checkpoints or tasks that are gone).
+
+    The features stage keeps its stores between runs (to resume and grow them), so it prunes what a new plan
+    no longer produces. Returns the removed paths.
+    """
+    planned = {Path(job.store).resolve() for job in jobs}
+    stale = [p for p in sorted(Path(split_dir).glob("**/*.zarr")) if p.resolve() not in planned]
+    for path in stale:
+        log.warning("%s: no longer produced by the features stage (checkpoint or task gone); removing it", path)
+        shutil.rmtree(path)
+    return [str(p) for p in stale]
 
 
 def featurize(ctx: _Context, rows: list[Encoded], batch_size: int, eps_inside_sqrt: bool) -> torch.Tensor:
@@ -161,16 +275,65 @@ def featurize(ctx: _Context, rows: list[Encoded], batch_size: int, eps_inside_sq
 
 
 def extract_chunk(job: FeatureJob, chunk: int) -> int:
-    """Extract, sketch and write chunk ``chunk`` of the job's store; returns the rows written."""
-    ctx = _context(job)
+    """Extract, sketch and write chunk ``chunk`` of the job's (already opened) store; returns the rows written.
+
+    The chunk's rows are the ones the store lists (by id, checked against their content hash), so a worker
+    whose view of the data differs from the parent's refuses rather than writing other rows' features.
+    """
     store = GradientStore.open(job.store, writable=True)
-    start, stop = store.chunk_bounds(chunk)
-    rows = ctx.rows[start:stop]
-    feats = featurize(ctx, rows, job.batch_size, job.eps_inside_sqrt)
-    store.write_chunk(chunk, feats.numpy(), [r.example_id for r in rows])
-    return stop - start
+    wanted = store.rows(chunk)
+    ctx = _context(job)
+    problem = ctx.disagreement(store, wanted)
+    if problem:  # a long-lived worker may hold a context from before the data or model changed: rebuild once
+        ctx = _context(job, refresh=True)
+        problem = ctx.disagreement(store, wanted)
+    if problem:
+        raise StoreMismatchError(f"chunk {chunk} of the gradient store at {job.store} cannot be extracted: "
+                                 f"{problem}. The data or model changed after the store was opened: rerun the "
+                                 "features stage (it reopens the store against the current data).")
+    rows = [ctx.rows[ctx.index[i]] for i in wanted.ids]
+    with torch_threads(job.threads):
+        feats = featurize(ctx, rows, job.batch_size, job.eps_inside_sqrt)
+    store.write_chunk(chunk, feats.numpy(), list(wanted.ids))
+    return len(rows)
+
+
+def extract_store(job: FeatureJob, progress: bool = True) -> int:
+    """Open (create, grow) the job's store and extract every pending chunk in order; returns the rows written.
+
+    Resumable: a killed run leaves finished chunks done, and running it again extracts only the others.
+    """
+    pending = open_store(job)
+    written = 0
+    name = f"features {Path(job.store).name}" + (f" ({job.task})" if job.task else "")
+    for chunk in tqdm(pending, desc=name, unit="chunk", disable=not progress):
+        written += extract_chunk(job, chunk)
+    return written
 
 
 def job_summary(job: FeatureJob) -> dict:
     """A JSON-able description of a job for logs and manifests."""
     return {k: v for k, v in asdict(job).items() if k in ("checkpoint", "split", "task", "store")}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m inflow.pipeline.features --job job.json``: fill one store without Prefect (exit 1 on a user
+    error). The job file is :meth:`FeatureJob.to_json`; rerun the same command to resume a killed run."""
+    parser = argparse.ArgumentParser(prog="python -m inflow.pipeline.features",
+                                     description="Fill (resume, grow) one gradient store in this process.")
+    parser.add_argument("--job", required=True, help="a FeatureJob as JSON (FeatureJob.to_json)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        job = FeatureJob.from_json(Path(args.job).read_text())
+        written = extract_store(job, progress=not args.no_progress)
+    except (InflowError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({**job_summary(job), "rows_written": written}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,7 +2,15 @@
 
 :class:`StoreAttrs` is frozen and JSON round-trips (``to_dict`` / ``from_dict``); :meth:`StoreAttrs.diff` lists
 the differences between two of them in words, which ``GradientStore.create_or_open`` turns into a
-``StoreMismatchError`` (every field but ``code_version``, which only warns).
+``StoreMismatchError``. The fields fall in three groups:
+
+* settings (model, checkpoint, LoRA targets, feature kind, sketch, dim, dtype, chunk_rows): any difference
+  invalidates every stored row (:meth:`StoreAttrs.settings_diff`);
+* rows (``n_rows``, ``data_hash``): what the store holds now. A store built with a row manifest
+  (``store/rows.py``) may grow, so these are not compared as settings: the manifest is compared row by row, and
+  the store rewrites them when it grows. A store built without one is fixed-size: :meth:`StoreAttrs.blocking_diff`
+  compares them too;
+* ``code_version``: a difference only warns.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from typing import Any, Literal
 FEATURE_KINDS = ("sgd", "adam")
 DTYPES = ("float16", "float32")
 WARN_ONLY = ("code_version",)  # differences in these fields do not invalidate a store
+ROW_FIELDS = ("n_rows", "data_hash")  # what the store holds now; a store with a row manifest grows instead
 
 
 @dataclass(frozen=True)
@@ -30,9 +39,9 @@ class StoreAttrs:
     sketch: dict[str, Any] = field(hash=False)  # BlockSketch.to_attrs()
     dim: int  # width of a stored row (the sketch's out_dim)
     dtype: Literal["float16", "float32"]
-    n_rows: int
+    n_rows: int  # rows held now (grows when rows are appended)
     chunk_rows: int  # rows per chunk: the unit of fan-out, resume and integrity
-    data_hash: str  # hash of the examples (ids + rendered text) the rows are computed from
+    data_hash: str  # hash of the rows held now, in order (RowManifest.digest() for a store with a manifest)
     code_version: str  # inflow version that wrote the store (a difference only warns)
 
     def __post_init__(self) -> None:
@@ -87,8 +96,21 @@ class StoreAttrs:
         return _diff(self.to_dict(), other.to_dict(), "", labels)
 
     def blocking_diff(self, other: StoreAttrs, labels: tuple[str, str] = ("here", "there")) -> list[str]:
-        """:meth:`diff` without the warn-only fields: the differences that invalidate stored features."""
-        return [line for line in self.diff(other, labels) if line.split(":", 1)[0] not in WARN_ONLY]
+        """:meth:`diff` without the warn-only fields: what a fixed-size store (no row manifest) must agree on."""
+        return [line for line in self.diff(other, labels) if _field(line) not in WARN_ONLY]
+
+    def settings_diff(self, other: StoreAttrs, labels: tuple[str, str] = ("here", "there")) -> list[str]:
+        """:meth:`blocking_diff` without the row fields: the settings every stored row depends on."""
+        return [line for line in self.blocking_diff(other, labels) if _field(line) not in ROW_FIELDS]
+
+    def with_rows(self, n_rows: int, data_hash: str) -> StoreAttrs:
+        """A copy describing ``n_rows`` rows whose manifest digest is ``data_hash``."""
+        return dataclasses.replace(self, n_rows=n_rows, data_hash=data_hash)
+
+
+def _field(line: str) -> str:
+    """The top-level field a :meth:`StoreAttrs.diff` line is about (``"sketch.seed: ..."`` -> ``"sketch"``)."""
+    return line.split(":", 1)[0].split(".", 1)[0].split("[", 1)[0]
 
 
 def _diff(mine: Any, theirs: Any, path: str, labels: tuple[str, str]) -> list[str]:

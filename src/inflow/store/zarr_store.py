@@ -4,10 +4,11 @@ One group per (selector model, checkpoint, split)::
 
     features    float16|float32 [n_rows, dim]  chunks (chunk_rows, dim), Blosc-zstd with byte shuffle
     example_id  string [n_rows]                chunks (chunk_rows,)
+    row_hash    uint64 [n_rows]                chunks (chunk_rows,): content hash of each row (0: not recorded)
     norms       float32 [n_rows]               chunks (chunk_rows,): ||row|| before normalisation
     done        bool [n_chunks]                chunks (1,): set last, after the chunk's checksum
     checksum    uint64 [n_chunks]              chunks (1,): blake2b-64 of the chunk as stored
-    attrs       {"inflow_store": StoreAttrs, "inflow_store_format": 1}  (written last on creation)
+    attrs       {"inflow_store": StoreAttrs, "inflow_store_format": 2}  (written last on creation and growth)
 
 Store chunk ``i`` is rows ``[i * chunk_rows, min((i+1) * chunk_rows, n_rows))`` and maps to exactly one Zarr chunk
 (one file or object) of every array, so workers writing different chunks never touch the same file. A write
@@ -16,8 +17,14 @@ clears ``done[i]``, writes the rows, reads them back to checksum what is actuall
 writer leaves it pending, to be redone on resume. Rows are stored unit-normalised with their norms (raw features
 are ``features * norms[:, None]``): LESS needs only cosines, and fp16 keeps full relative precision on unit rows.
 
-Paths: a local directory, or an fsspec URL (``s3://...``, ``memory://...``) that zarr opens directly. Create the
-store once before fanning out (``create_or_open`` in the parent), then let workers ``create_or_open`` it too.
+Rows: ``create_or_open(path, attrs, rows)`` with a :class:`~inflow.store.rows.RowManifest` records every row's id
+and content hash up front, and reopening it with more rows grows the store (``store/append.py``): only the new
+rows (and the partial last chunk) become pending. Without a manifest the store is fixed-size: its ids come from
+``write_chunk`` and a reopen must ask for the same ``n_rows`` and ``data_hash``.
+
+Paths: a local directory, or an fsspec URL (``s3://...``, ``memory://...``) that zarr opens directly. Create (or
+grow) the store once before fanning out (``create_or_open`` in the parent), then let workers ``open`` it writable
+and write their chunks: never grow a store while workers write to it.
 """
 
 from __future__ import annotations
@@ -36,14 +43,16 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from inflow.errors import InflowError, StoreCorruptError, StoreMismatchError
+from inflow.store.append import grow_arrays
 from inflow.store.attrs import StoreAttrs
+from inflow.store.rows import RowManifest
 
 logger = logging.getLogger(__name__)
 
 ATTRS_KEY = "inflow_store"
 FORMAT_KEY = "inflow_store_format"
-FORMAT = 1
-ARRAYS = ("features", "example_id", "norms", "done", "checksum")
+FORMAT = 2  # 2: row_hash array, growable stores
+ARRAYS = ("features", "example_id", "row_hash", "norms", "done", "checksum")
 
 
 def _location(path: str | os.PathLike[str]) -> str:
@@ -82,30 +91,39 @@ class GradientStore:
         arrays = {name: group[name] for name in ARRAYS}
         self._features: zarr.Array = arrays["features"]  # type: ignore[assignment]
         self._ids: zarr.Array = arrays["example_id"]  # type: ignore[assignment]
+        self._row_hash: zarr.Array = arrays["row_hash"]  # type: ignore[assignment]
         self._norms: zarr.Array = arrays["norms"]  # type: ignore[assignment]
         self._done: zarr.Array = arrays["done"]  # type: ignore[assignment]
         self._checksum: zarr.Array = arrays["checksum"]  # type: ignore[assignment]
 
     # ----------------------------------------------------------------------------------------------- opening
     @classmethod
-    def create_or_open(cls, path: str | os.PathLike[str], attrs: StoreAttrs) -> GradientStore:
-        """Open the store at ``path`` for writing, creating it from ``attrs`` if absent.
+    def create_or_open(cls, path: str | os.PathLike[str], attrs: StoreAttrs,
+                       rows: RowManifest | None = None) -> GradientStore:
+        """Open the store at ``path`` for writing, creating it from ``attrs`` (and ``rows``) if absent.
 
-        An existing store must have been built with the same attrs (``code_version`` aside, which only warns),
-        else :class:`StoreMismatchError` lists every difference and the fix.
+        An existing store must have been built with the same settings (``code_version`` aside, which only warns),
+        else :class:`StoreMismatchError` lists every difference and the fix. With ``rows`` (and
+        ``attrs = attrs.with_rows(len(rows), rows.digest())``) the store records every row's id and content hash
+        and grows to hold new ones: rows it holds must be asked for again, unchanged, in any order
+        (:func:`~inflow.store.rows.plan_growth`); new rows are appended and pending. Without ``rows`` the store is
+        fixed-size and ``n_rows`` and ``data_hash`` must match too.
         """
         location = _location(path)
+        if rows is not None and (attrs.n_rows, attrs.data_hash) != (len(rows), rows.digest()):
+            raise ValueError("attrs describe other rows than `rows`: pass attrs.with_rows(len(rows), rows.digest())")
         group = _try_open(location, "r+")
         if group is None:
             if not _is_url(location) and Path(location).exists() and any(Path(location).iterdir()):
                 raise InflowError(f"{location} exists and is not a gradient store: choose another output path or "
                                   "delete it")
             try:
-                return cls(location, _create(location, attrs), attrs, writable=True)
-            except FileExistsError:  # another worker created it between our open and create: use theirs
+                return cls(location, _create(location, attrs, rows), attrs, writable=True)
+            except FileExistsError:  # another process created it between our open and create: use theirs
                 group = zarr.open_group(location, mode="r+")
         stored = _read_attrs(group, location)
-        problems = stored.blocking_diff(attrs, ("in the store", "asked for now"))
+        labels = ("in the store", "asked for now")
+        problems = stored.blocking_diff(attrs, labels) if rows is None else stored.settings_diff(attrs, labels)
         if problems:
             raise StoreMismatchError(
                 f"the gradient store at {location} was built with other settings: {'; '.join(problems)}. "
@@ -115,7 +133,13 @@ class GradientStore:
         if stored.code_version != attrs.code_version:
             logger.warning("gradient store at %s was written by inflow %s, this is %s; reusing its features",
                            location, stored.code_version, attrs.code_version)
-        _check_arrays(group, stored, location)
+        _check_arrays(group, stored, location, growing=rows is not None)
+        if rows is not None:
+            grown = grow_arrays(group, location, stored, rows)
+            if grown != stored:
+                group.attrs.update({ATTRS_KEY: grown.to_dict()})  # last: commits the growth
+                stored = grown
+            group = zarr.open_group(location, mode="r+")  # the arrays' new shapes
         return cls(location, group, stored, writable=True)
 
     @classmethod
@@ -130,6 +154,11 @@ class GradientStore:
         return cls(location, group, attrs, writable=writable)
 
     # ----------------------------------------------------------------------------------------------- layout
+    @property
+    def path(self) -> str:
+        """Where the store lives (a local path or an fsspec URL); same as ``location``."""
+        return self.location
+
     @property
     def attrs(self) -> StoreAttrs:
         """The attrs the store was built with."""
@@ -154,6 +183,15 @@ class GradientStore:
     def is_complete(self) -> bool:
         """Whether every chunk is done."""
         return not self.pending_chunks()
+
+    def rows(self, chunk: int | None = None) -> RowManifest:
+        """Ids and content hashes of chunk ``chunk``'s rows, or of all rows (pending ones included).
+
+        Exact for a store built with a row manifest; in one built without, unwritten ids are ``""`` and every
+        hash is 0.
+        """
+        start, stop = (0, self._attrs.n_rows) if chunk is None else self.chunk_bounds(chunk)
+        return RowManifest(tuple(str(x) for x in self._ids[start:stop]), np.asarray(self._row_hash[start:stop]))
 
     # ----------------------------------------------------------------------------------------------- writing
     def write_chunk(self, i: int, features: np.ndarray | torch.Tensor, example_ids: Sequence[str]) -> None:
@@ -272,17 +310,22 @@ def _try_open(location: str, mode: str) -> zarr.Group | None:
         return None
 
 
-def _create(location: str, attrs: StoreAttrs) -> zarr.Group:
-    """A new group with empty arrays; attrs are written last, so a half-created store is recognisable."""
+def _create(location: str, attrs: StoreAttrs, rows: RowManifest | None) -> zarr.Group:
+    """A new group with empty arrays (and the row manifest); attrs are written last, so a half-created store is
+    recognisable."""
     group = zarr.open_group(location, mode="w-")
-    rows, dim, chunk = attrs.n_rows, attrs.dim, attrs.chunk_rows
+    n, dim, chunk = attrs.n_rows, attrs.dim, attrs.chunk_rows
     dense: dict[str, Any] = {"config": {"write_empty_chunks": True}}
-    group.create_array("features", shape=(rows, dim), chunks=(chunk, dim), dtype=attrs.dtype, fill_value=0,
+    group.create_array("features", shape=(n, dim), chunks=(chunk, dim), dtype=attrs.dtype, fill_value=0,
                        compressors=BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"), **dense)
-    group.create_array("example_id", shape=(rows,), chunks=(chunk,), dtype=str, **dense)
-    group.create_array("norms", shape=(rows,), chunks=(chunk,), dtype="float32", fill_value=0, **dense)
+    group.create_array("example_id", shape=(n,), chunks=(chunk,), dtype=str, **dense)
+    group.create_array("row_hash", shape=(n,), chunks=(chunk,), dtype="uint64", fill_value=0, **dense)
+    group.create_array("norms", shape=(n,), chunks=(chunk,), dtype="float32", fill_value=0, **dense)
     group.create_array("done", shape=(attrs.n_chunks,), chunks=(1,), dtype="bool", fill_value=False)
     group.create_array("checksum", shape=(attrs.n_chunks,), chunks=(1,), dtype="uint64", fill_value=0)
+    if rows is not None and n:
+        group["example_id"][:] = np.array(rows.ids, dtype=object)
+        group["row_hash"][:] = rows.hashes
     group.attrs.update({ATTRS_KEY: attrs.to_dict(), FORMAT_KEY: FORMAT})
     return group
 
@@ -302,10 +345,13 @@ def _read_attrs(group: zarr.Group, location: str) -> StoreAttrs:
                                 "rerun the features stage") from exc
 
 
-def _check_arrays(group: zarr.Group, attrs: StoreAttrs, location: str) -> None:
+def _check_arrays(group: zarr.Group, attrs: StoreAttrs, location: str, growing: bool = False) -> None:
+    """Every array present with the shape and dtype ``attrs`` imply. ``growing`` (a reopen that may grow the store)
+    also accepts longer arrays: a growth killed before its attrs were written leaves them, and growing again
+    resizes them to the rows asked for."""
     expected = {"features": ((attrs.n_rows, attrs.dim), attrs.dtype), "example_id": ((attrs.n_rows,), None),
-                "norms": ((attrs.n_rows,), "float32"), "done": ((attrs.n_chunks,), "bool"),
-                "checksum": ((attrs.n_chunks,), "uint64")}
+                "row_hash": ((attrs.n_rows,), "uint64"), "norms": ((attrs.n_rows,), "float32"),
+                "done": ((attrs.n_chunks,), "bool"), "checksum": ((attrs.n_chunks,), "uint64")}
     members = set(group.array_keys())
     for name, (shape, dtype) in expected.items():
         problem = ""
@@ -313,8 +359,12 @@ def _check_arrays(group: zarr.Group, attrs: StoreAttrs, location: str) -> None:
             problem = "is missing"
         else:
             array = group[name]
-            if tuple(array.shape) != shape or (dtype is not None and np.dtype(array.dtype) != np.dtype(dtype)):
-                problem = f"has shape {tuple(array.shape)} and dtype {array.dtype}, expected {shape} and {dtype}"
+            found = tuple(array.shape)
+            fits = found == shape or (growing and len(found) == len(shape) and found[0] >= shape[0]
+                                      and found[1:] == shape[1:])
+            if not fits or (dtype is not None and np.dtype(array.dtype) != np.dtype(dtype)):
+                problem = f"has shape {found} and dtype {array.dtype}, expected {shape} and {dtype}"
         if problem:
-            raise StoreCorruptError(f"the gradient store at {location}: array '{name}' {problem}: delete "
-                                    f"{location} and rerun the features stage")
+            raise StoreCorruptError(f"the gradient store at {location}: array '{name}' {problem}. If a features run "
+                                    "that was growing this store was killed, rerun the features stage (it finishes "
+                                    f"the growth); otherwise delete {location} and rerun the features stage")
