@@ -70,7 +70,7 @@ class ModelConfig:
     num_layers: int = 2
     num_heads: int = 4
     intermediate_size: int = 128
-    pretrain_epochs: int = 1  # causal-LM epochs over the pool text, so fine-tuning starts from a sane model
+    pretrain_epochs: int = 10  # causal-LM epochs over the benchmark corpus, so fine-tuning starts from a sane model
     pretrain_lr: float = 3e-3
     pretrain_batch_size: int = 32
     seed: int = 0
