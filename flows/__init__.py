@@ -12,5 +12,8 @@ for _key, _value in {
     "PREFECT_LOGGING_LEVEL": "INFO",
     "TOKENIZERS_PARALLELISM": "false",
     "HF_HUB_OFFLINE": "1",
+    # each stage starts a temporary Prefect server with a fresh database; on a busy 2-core machine its migrations
+    # can take longer than Prefect's default 20 s wait
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }.items():
     os.environ.setdefault(_key, _value)

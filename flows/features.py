@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from prefect import flow
+from tqdm.auto import tqdm
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 import tasks
@@ -45,7 +46,8 @@ def extract_stores(jobs: list[FeatureJob]) -> list[dict]:
     mapped = [(job, chunk) for job in jobs for chunk in pending[job]]
     futures = extract_feature_chunk.map(job=[j for j, _ in mapped], chunk=[c for _, c in mapped])
     written = {job: 0 for job in jobs}
-    for (job, _chunk), future in zip(mapped, futures):
+    bar = tqdm(zip(mapped, futures), total=len(mapped), desc="features", unit="chunk", mininterval=2.0)
+    for (job, _chunk), future in bar:
         written[job] += future.result()
     for job in jobs:
         if not GradientStore.open(job.store).is_complete():
