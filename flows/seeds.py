@@ -45,14 +45,15 @@ def _sync_workspace(root: Path, workspace: Path, params: dict) -> None:
 def _run(cmd: list[str], cwd: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "PREFECT_HOME": str(cwd / ".prefect")}
-    result = subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=True)
+    result = subprocess.run(cmd, cwd=cwd, env=env)  # output streams through: dvc's progress is the progress
     if result.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd[2:])}` failed in {cwd}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise RuntimeError(f"`{' '.join(cmd[2:])}` failed in {cwd} (exit {result.returncode}); its output is above. "
+                           f"Fix the cause and rerun: finished stages of that seed are kept")
 
 
 @task(name="run-seed", cache_policy=NO_CACHE)
 def run_seed(root: str, workdir: str, params: dict, seed: int) -> dict:
-    workspace = Path(workdir) / f"seed-{seed}"
+    workspace = (Path(workdir) / f"seed-{seed}").resolve()
     _sync_workspace(Path(root), workspace, apply_overrides(params, seed_overrides(seed)))
     get_run_logger().info("seed %d: dvc repro in %s", seed, workspace)
     _run([sys.executable, "-m", "dvc", "repro"], workspace)
