@@ -1,0 +1,179 @@
+"""Helpers shared by the benchmark scripts: tiny models, synthetic data, timing, peak memory, the result line.
+
+Every benchmark prints its figures as its last line, ``key=value`` pairs separated by spaces, and measures the
+things it compares side by side in one process run (ratios, never absolute timings taken in separate runs).
+Run the scripts from the repository root with the project's interpreter, e.g. ``.venv/bin/python
+benchmarks/extract.py --quick``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")  # the library's progress bars (training, scoring) off
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight-loading bar off
+warnings.filterwarnings("ignore", category=FutureWarning)  # deprecations inside transformers/peft, not ours
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+GIB = 1 << 30
+
+
+# ------------------------------------------------------------------------------------------------ models and data
+@dataclass(frozen=True)
+class ModelSize:
+    """A random-init Llama shape. ``default`` and ``quick`` are the two sizes the benchmarks use."""
+
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    vocab: int
+
+
+DEFAULT_SIZE = ModelSize(hidden=256, layers=4, heads=8, intermediate=688, vocab=1024)
+QUICK_SIZE = ModelSize(hidden=128, layers=2, heads=4, intermediate=344, vocab=512)
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def tiny_lora_model(size: ModelSize, r: int = 8, seed: int = 0) -> torch.nn.Module:
+    """A random-init ``LlamaForCausalLM`` of ``size`` (eager attention, fp32) wrapped with LoRA on q/k/v/o.
+
+    Half as many key/value heads as query heads, as :func:`inflow.models.factory.build_tiny_model` builds.
+
+    LoRA goes through :func:`inflow.models.loading.apply_lora` with the project's own ``LoraConfig`` (only ``r``
+    changed), so the adapters are the ones the pipeline builds. ``lora_B`` is zero after peft's init, which would
+    make every ``lora_A`` gradient zero; it is filled with small random values so all gradients are generic.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from inflow.config import LoraConfig
+    from inflow.models.loading import apply_lora
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=size.vocab, hidden_size=size.hidden, intermediate_size=size.intermediate,
+                         num_hidden_layers=size.layers, num_attention_heads=size.heads,
+                         num_key_value_heads=max(1, size.heads // 2), max_position_embeddings=1024,
+                         tie_word_embeddings=True, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                         attn_implementation="eager")
+    model = apply_lora(LlamaForCausalLM(config), LoraConfig(r=r, target_modules=LORA_TARGETS))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.02)
+    model.eval()
+    return model
+
+
+def synthetic_examples(n: int, vocab: int, min_len: int, max_len: int, seed: int = 0) -> list:
+    """``n`` :class:`inflow.data.batching.Encoded` rows of random tokens, lengths uniform in [min_len, max_len].
+
+    Labels are the tokens on the second half of each sequence (the "answer") and -100 on the first half.
+    Token ids avoid 0-2 (pad, bos, eos).
+    """
+    from inflow.data.batching import IGNORE_INDEX, Encoded
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        length = int(rng.integers(min_len, max_len + 1))
+        ids = rng.integers(3, vocab, size=length).tolist()
+        half = length // 2
+        labels = [IGNORE_INDEX] * half + ids[half:]
+        rows.append(Encoded(ids, labels, example_id=f"ex{i:07d}"))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ timing and memory
+class Stopwatch:
+    """Accumulates wall time under named labels: ``with sw("sketch"): ...``; ``sw.total["sketch"]`` in seconds."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, label: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.total[label] = self.total.get(label, 0.0) + time.perf_counter() - start
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    """``(seconds, result)`` of one call of ``fn``."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def peak_rss_gib() -> float:
+    """Peak resident set size of this process so far, GiB.
+
+    Linux: ``VmHWM`` from ``/proc/self/status``, the high-water mark of this process's own address space.
+    ``getrusage(RUSAGE_SELF).ru_maxrss`` is not used there because it survives ``execve``: a child started by
+    ``subprocess`` (vfork + exec) reports at least its parent's peak. Elsewhere ``ru_maxrss`` (bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / GIB  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / GIB if platform.system() == "Darwin" else peak * 1024 / GIB
+
+
+def machine() -> str:
+    """A short description of where the figures were taken (CPU count, torch threads, GPU if any)."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return f"cpus={os.cpu_count()} torch_threads={torch.get_num_threads()} gpu={gpu.replace(' ', '_')}"
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the ``--quick`` and ``--threads`` options every benchmark has."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="a small configuration that finishes in under a minute")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads, here and in child processes (default 1, as features.threads; "
+                        "0: torch's default, one per core)")
+    return p
+
+
+def apply_threads(threads: int) -> None:
+    """Set torch's thread count for this process and, through ``OMP_NUM_THREADS``, for its children (0: leave it).
+
+    One thread is the default because on a small shared machine an intra-op thread that loses its core to
+    another process stalls every parallel region: with 2 threads on 2 busy cores, runs were several times slower
+    and far noisier than with 1.
+    """
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+def fmt(value: object) -> str:
+    """Numbers to 4 significant digits; everything else as ``str`` with spaces replaced (one token per value)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4g}"
+    return str(value).replace(" ", "_")
+
+
+def result_line(figures: dict[str, object]) -> str:
+    """The last line a benchmark prints: ``key=value`` pairs separated by single spaces."""
+    return " ".join(f"{key}={fmt(value)}" for key, value in figures.items())

@@ -1,0 +1,243 @@
+"""Extraction throughput: our batched per-example gradients + Adam features + block sketch, against two baselines.
+
+Measured side by side in one run, on the same model, the same examples and the same length-bucketed batches:
+
+- ``ours``: :func:`inflow.gradients.per_example.per_example_grads` (one forward/backward per batch, hooks) ->
+  :func:`inflow.gradients.features.adam_features` -> :meth:`inflow.sketch.BlockSketch.project` (``--kind``,
+  default ``rademacher``, dim 8192). The sketch's share of this time is timed separately.
+- ``less_loop``: a LESS-style reference written here: one forward+backward per example (``torch.autograd.grad``
+  on the LoRA parameters, unpadded), the same Adam feature, then a dense blocked Rademacher projection of the
+  batch, its +-1/sqrt(d) matrices drawn with torch's RNG piece by piece on every call (what TRAK's
+  ``BasicProjector``, LESS's CPU fallback, does).
+- ``train_step``: a plain training step on each batch: forward, backward, AdamW step on the LoRA parameters.
+
+Each method runs once untimed (warm-up: allocator, sketch cache), then ``--repeats`` timed passes over all
+batches, the methods interleaved batch by batch so that load from other processes hits them alike; figures
+are mean times per pass. The last line holds the figures.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from _common import DEFAULT_SIZE, QUICK_SIZE, Stopwatch, apply_threads, machine, parser, result_line
+from _common import synthetic_examples, tiny_lora_model
+from inflow.data.batching import collate, length_batches
+from inflow.gradients.blocks import lora_blocks, lora_parameters
+from inflow.gradients.features import adam_features
+from inflow.gradients.per_example import example_losses, per_example_grads
+from inflow.sketch import BlockSketch
+from inflow.sketch.block import allocate_dims
+
+BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
+REFERENCE_PIECE_COLS = 512  # output columns per generated piece of the reference's dense matrix
+EXTRA_KINDS = ("sparse_jl", "hadamard")
+
+
+def fake_adam_state(dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """AdamW moments ``m, v [D]`` of plausible size (as after a short warmup)."""
+    gen = torch.Generator().manual_seed(seed)
+    exp_avg = torch.randn(dim, generator=gen) * 1e-3
+    exp_avg_sq = torch.rand(dim, generator=gen) * 1e-6 + 1e-9
+    return exp_avg, exp_avg_sq
+
+
+class Ours:
+    """The library's extraction path for one batch: per-example grads -> Adam features -> block sketch.
+
+    ``extra`` sketches (other kinds) are applied to the same features and timed under their own labels, outside
+    the method's own time, so their share of an extraction pass can be reported from the same batches.
+    """
+
+    def __init__(self, model: torch.nn.Module, sketch: BlockSketch, state: tuple[torch.Tensor, torch.Tensor],
+                 watch: Stopwatch, extra: dict[str, BlockSketch] | None = None) -> None:
+        self.model, self.sketch, self.state, self.watch = model, sketch, state, watch
+        self.extra = extra or {}
+        self.pending: torch.Tensor | None = None
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with self.watch("grads"):
+            grads, _ = per_example_grads(self.model, batch)
+        with self.watch("adam"):
+            feats = adam_features(grads, *self.state, BETA1, BETA2, EPS)
+        with self.watch("sketch"):
+            out = self.sketch.project(feats.float())
+        self.pending = feats
+        return out
+
+    def run_extra(self) -> None:
+        """Project the last batch's features with every extra sketch kind (timed as ``sketch_<kind>``)."""
+        if self.pending is not None:
+            for kind, sketch in self.extra.items():
+                with self.watch(f"sketch_{kind}"):
+                    sketch.project(self.pending.float())
+            self.pending = None
+
+
+class LessLoop:
+    """LESS-style reference: a backward per example, then a dense Rademacher projection regenerated per call."""
+
+    def __init__(self, model: torch.nn.Module, block_sizes: list[int], dim: int, seed: int,
+                 state: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.model, self.seed, self.state = model, seed, state
+        self.params = [p for _, p in lora_parameters(model)]
+        self.block_sizes = block_sizes
+        self.out_dims = allocate_dims(block_sizes, dim)
+
+    def grads(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        rows = []
+        for b in range(batch["input_ids"].shape[0]):
+            n = int(batch["attention_mask"][b].sum())
+            logits = self.model(input_ids=batch["input_ids"][b:b + 1, :n],
+                                attention_mask=batch["attention_mask"][b:b + 1, :n], use_cache=False).logits
+            loss = example_losses(logits, batch["labels"][b:b + 1, :n])[0]
+            found = torch.autograd.grad(loss, self.params)
+            rows.append(torch.cat([g.reshape(-1) for g in found]))
+        return torch.stack(rows)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Block-diagonal dense Rademacher projection; every piece of every matrix drawn anew (torch RNG)."""
+        out, in_off = [], 0
+        for b, (size, d) in enumerate(zip(self.block_sizes, self.out_dims)):
+            xb = x[:, in_off:in_off + size]
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + b)
+            matrix = torch.empty(size, min(REFERENCE_PIECE_COLS, d))
+            for col in range(0, d, REFERENCE_PIECE_COLS):
+                cols = min(REFERENCE_PIECE_COLS, d - col)
+                piece = matrix[:, :cols].bernoulli_(0.5, generator=gen).mul_(2).sub_(1).mul_(d ** -0.5)
+                out.append(xb @ piece)
+            in_off += size
+        return torch.cat(out, dim=1)
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.enable_grad():
+            grads = self.grads(batch)
+        return self.project(adam_features(grads, *self.state, BETA1, BETA2, EPS))
+
+
+class TrainStep:
+    """A plain training step: forward + backward + AdamW on the LoRA parameters (train mode, LoRA dropout on)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.optimizer = torch.optim.AdamW([p for _, p in lora_parameters(model)], lr=1e-4)
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> None:
+        self.model.train()
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        example_losses(logits, batch["labels"]).mean().backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.eval()
+
+
+def interleaved_passes(methods: dict[str, Callable[[dict[str, torch.Tensor]], object]],
+                       batches: list[dict[str, torch.Tensor]], repeats: int,
+                       after: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+    """Per method, the wall time of each of ``repeats`` passes over ``batches``.
+
+    Methods are interleaved batch by batch (order rotated from batch to batch), so a burst of load from other
+    processes on a shared machine slows every method alike instead of one whole pass. ``after(name)`` runs,
+    untimed, after each call.
+    """
+    names = list(methods)
+    times = {name: [0.0] * repeats for name in names}
+    for rep in range(repeats):
+        for i, batch in enumerate(batches):
+            k = (rep + i) % len(names)
+            for name in names[k:] + names[:k]:
+                start = time.perf_counter()
+                methods[name](batch)
+                times[name][rep] += time.perf_counter() - start
+                if after is not None:
+                    after(name)
+        print("  pass " + f"{rep + 1}/{repeats}: " + ", ".join(f"{n} {t[rep]:.2f} s" for n, t in times.items()),
+              flush=True)
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--examples", type=int, help="number of examples (default 256, quick 64)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--sketch-dim", type=int, default=8192)
+    p.add_argument("--kind", default="rademacher", choices=("rademacher", "sparse_jl", "hadamard"))
+    p.add_argument("--repeats", type=int, help="timed passes per method (default 3)")
+    p.add_argument("--r", type=int, default=8, help="LoRA rank")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    apply_threads(args.threads)
+    size = QUICK_SIZE if args.quick else DEFAULT_SIZE
+    n = args.examples or (64 if args.quick else 256)
+    lo, hi = (32, 128) if args.quick else (64, 256)
+    repeats = args.repeats or 3
+    torch.manual_seed(args.seed)
+
+    model = tiny_lora_model(size, r=args.r, seed=args.seed)
+    sizes = [b.size for b in lora_blocks(model)]
+    state = fake_adam_state(sum(sizes), args.seed)
+    rows = synthetic_examples(n, size.vocab, lo, hi, seed=args.seed)
+    batches = [collate([rows[i] for i in idx], pad_id=0) for idx in length_batches([len(r) for r in rows],
+                                                                                     args.batch_size)]
+    tokens = sum(len(r) for r in rows)
+    padded = sum(b["input_ids"].numel() for b in batches)
+    print(f"model {size}, LoRA r={args.r} on q/k/v/o: D={sum(sizes)} in {len(sizes)} blocks; {n} examples, "
+          f"{tokens} tokens ({padded} with padding), {len(batches)} batches of <= {args.batch_size}; "
+          f"sketch {args.kind} dim {args.sketch_dim}; {machine()}", flush=True)
+
+    watch = Stopwatch()
+    sketch = BlockSketch(args.kind, args.seed, sizes, args.sketch_dim)
+    cold_start = time.perf_counter()
+    sketch.project(torch.zeros(1, sum(sizes)))
+    sketch_cold = time.perf_counter() - cold_start  # first call: generates (and caches) the random pieces
+    extra = {} if args.kind != "rademacher" else {k: BlockSketch(k, args.seed, sizes, args.sketch_dim)
+                                                   for k in EXTRA_KINDS}
+    ours = Ours(model, sketch, state, watch, extra)
+    methods = {"ours": ours, "less_loop": LessLoop(model, sizes, args.sketch_dim, args.seed, state),
+               "train_step": TrainStep(model)}
+    for method in methods.values():  # warm-up: one batch each, untimed (allocator, sketch caches)
+        method(batches[0])
+    ours.run_extra()
+    watch.total.clear()
+
+    times = interleaved_passes(methods, batches, repeats, after=lambda name: ours.run_extra())
+    parts = {k: v / repeats for k, v in watch.total.items()}  # mean seconds per pass inside ours
+    print("  ours, mean per pass: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()), flush=True)
+    figures = summarize(times, parts, n, tokens, list(extra))
+    figures.update({"sketch_kind": args.kind, "sketch_cold_s": sketch_cold, "examples": n, "tokens": tokens,
+                    "repeats": repeats, "threads": torch.get_num_threads(), "quick": args.quick})
+    print(result_line(figures), flush=True)
+
+
+def summarize(times: dict[str, list[float]], parts: dict[str, float], n: int, tokens: int,
+              extra_kinds: list[str]) -> dict[str, object]:
+    """The result figures from per-pass method times and ours' per-part times (seconds per pass).
+
+    Interleaved passes see the same load, so whole totals are compared (a per-method median could pick passes
+    taken under different load).
+    """
+    per_pass = {name: sum(t) / len(t) for name, t in times.items()}
+    own = parts["grads"] + parts["adam"] + parts["sketch"]
+    figures: dict[str, object] = {
+        "speedup_vs_less_loop": per_pass["less_loop"] / per_pass["ours"],
+        "ratio_vs_train_step": per_pass["train_step"] / per_pass["ours"],
+        "sketch_share": parts["sketch"] / own,
+    }
+    for name in ("ours", "less_loop", "train_step"):
+        figures[f"{name}_ex_per_s"] = n / per_pass[name]
+        figures[f"{name}_tok_per_s"] = tokens / per_pass[name]
+    figures["grads_share"] = parts["grads"] / own
+    rest = parts["grads"] + parts["adam"]
+    for kind in extra_kinds:  # the same features through another kind: its share of a pass that used it
+        t = parts[f"sketch_{kind}"]
+        figures[f"sketch_share_{kind}"] = t / (rest + t)
+        figures[f"ratio_vs_train_step_{kind}"] = per_pass["train_step"] / (per_pass["ours"] - parts["sketch"] + t)
+    return figures
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
