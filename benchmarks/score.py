@@ -7,14 +7,18 @@ is not timed), then, each in a fresh child process so that one phase's memory do
 - ``read``: every chunk read with ``GradientStore.read_chunk(c, verify=False)``, no compute (the floor);
 - ``score``: :func:`inflow.methods.less.less_scores` against ``--targets`` target rows (one checkpoint, weight
   1.0, ``val_means = {"t": [array [targets, dim]]}``: 1,000 one-row subtasks, so the max over subtasks is
-  the max over the target rows);
+  the max over the target rows). The worst case: a [chunk, 8192] x [8192, 1000] matmul per chunk;
+- ``score_subtasks``: the same target rows in ``--subtasks`` subtasks (default 57, as MMLU), LESS's own
+  setting: the mean over a subtask is taken before the store is read, so each chunk meets a [8192, 57]
+  matrix and scoring should run at the speed of reading;
 - ``read_verify``: the same read with ``verify=True`` (what scoring does: it always verifies checksums).
 
 The scoring child also times the fp32 matmul alone on one chunk held in memory and extrapolates it to the
 whole store (``matmul_only_s``): the compute floor of scoring on this machine.
 
 Phases alternate ``--repeats`` times (read, score, read_verify, ...) so the page cache treats them alike; the
-median time of each is reported. ``ratio_vs_read`` = read time / scoring time; ``peak_rss_gib`` is the largest
+median time of each is reported. ``ratio_vs_read`` = read time / scoring time (one-row subtasks),
+``ratio_vs_read_subtasks`` the same with ``--subtasks`` subtasks; ``peak_rss_gib`` is the largest
 peak RSS of a scoring child (its own ``VmHWM`` right after ``less_scores`` returns, imports included). The
 temporary store is deleted at the end, also when a phase fails.
 """
@@ -35,7 +39,7 @@ import numpy as np
 
 from _common import GIB, apply_threads, machine, parser, peak_rss_gib, result_line
 
-PHASES = ("read", "score", "read_verify")
+PHASES = ("read", "score", "score_subtasks", "read_verify")
 MATMUL_PROBES = 8  # chunks timed in memory for the matmul-only floor
 HEADROOM = 2 * GIB  # free space to leave on the disk beyond the store itself
 
@@ -82,23 +86,28 @@ def check_disk(parent: Path, rows: int, dim: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ child phases
-def run_phase(phase: str, path: Path, targets: int, seed: int) -> dict[str, float]:
+def run_phase(phase: str, path: Path, targets: int, subtasks: int, seed: int) -> dict[str, float]:
     """One measured phase, in this (child) process: seconds and this process's peak RSS."""
     import torch
 
-    from inflow.methods.less import less_scores
+    from inflow.methods.less import less_scores, subtask_means
     from inflow.store import GradientStore
 
     store = GradientStore.open(path)
-    if phase == "score":
+    if phase in ("score", "score_subtasks"):
         rng = np.random.default_rng(seed + 1)
         val = rng.standard_normal((targets, store.attrs.dim)).astype(np.float32)
         val /= np.linalg.norm(val, axis=1, keepdims=True)
         start = time.perf_counter()
+        if phase == "score_subtasks":  # the subtask means are part of the work timed
+            labels = [f"s{j % subtasks:03d}" for j in range(targets)]
+            val = subtask_means(val, labels)[1]
         scores = less_scores([store], {"t": [val]}, np.array([1.0]), progress=False)
         seconds = time.perf_counter() - start
         assert scores["t"].shape == (store.attrs.n_rows,) and np.isfinite(scores["t"]).all()
         peak = peak_rss_gib()  # before the probe below allocates anything
+        if phase == "score_subtasks":
+            return {"seconds": seconds, "peak_rss_gib": peak, "threads": torch.get_num_threads()}
         # the compute floor: the same fp32 matmul on one chunk already in memory, extrapolated to every chunk
         feats = torch.from_numpy(store.read_chunk(0)[0])
         query = torch.from_numpy(val.T.copy())
@@ -117,10 +126,10 @@ def run_phase(phase: str, path: Path, targets: int, seed: int) -> dict[str, floa
     return {"seconds": seconds, "peak_rss_gib": peak_rss_gib(), "threads": torch.get_num_threads()}
 
 
-def child(phase: str, path: Path, targets: int, seed: int) -> dict[str, float]:
+def child(phase: str, path: Path, targets: int, subtasks: int, seed: int) -> dict[str, float]:
     """Run ``phase`` in a fresh interpreter (this script with ``--phase``) and return its JSON result."""
     cmd = [sys.executable, __file__, "--phase", phase, "--store", str(path), "--targets", str(targets),
-           "--seed", str(seed)]
+           "--subtasks", str(subtasks), "--seed", str(seed)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"phase {phase} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -133,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dim", type=int, default=8192)
     p.add_argument("--chunk-rows", type=int, default=1024, help="rows per store chunk (features.chunk_rows)")
     p.add_argument("--targets", type=int, default=1000, help="target rows scored against")
+    p.add_argument("--subtasks", type=int, default=57, help="subtasks of the target rows in score_subtasks")
     p.add_argument("--repeats", type=int, help="measured rounds of the three phases (default 1; quick 2)")
     p.add_argument("--dir", type=Path, help="where to create the temporary store (default: the system temp dir)")
     p.add_argument("--seed", type=int, default=0)
@@ -141,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     apply_threads(args.threads)
     if args.phase:
-        print(json.dumps(run_phase(args.phase, args.store, args.targets, args.seed)))
+        print(json.dumps(run_phase(args.phase, args.store, args.targets, args.subtasks, args.seed)))
         return
 
     rows = args.rows or (16_384 if args.quick else 1_000_000)
@@ -160,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         results: dict[str, list[dict[str, float]]] = {phase: [] for phase in PHASES}
         for rep in range(repeats):
             for phase in PHASES:
-                results[phase].append(child(phase, path, args.targets, args.seed))
+                results[phase].append(child(phase, path, args.targets, args.subtasks, args.seed))
                 print(f"  round {rep + 1}/{repeats} {phase}: {results[phase][-1]['seconds']:.2f} s, "
                       f"peak RSS {results[phase][-1]['peak_rss_gib']:.2f} GiB", flush=True)
     finally:
@@ -170,8 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     gib = rows * args.dim * 2 / GIB  # decoded fp16 feature bytes per pass
     figures = {
         "ratio_vs_read": sec["read"] / sec["score"],
-        "peak_rss_gib": max(r["peak_rss_gib"] for r in results["score"]),
+        "ratio_vs_read_subtasks": sec["read"] / sec["score_subtasks"],
+        "peak_rss_gib": max(r["peak_rss_gib"] for phase in ("score", "score_subtasks") for r in results[phase]),
         "score_s": sec["score"],
+        "score_subtasks_s": sec["score_subtasks"],
         "read_s": sec["read"],
         "read_verify_s": sec["read_verify"],
         "matmul_only_s": statistics.median(r["matmul_s"] for r in results["score"]),
@@ -185,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
         "dim": args.dim,
         "targets": args.targets,
+        "subtasks": args.subtasks,
         "chunk_rows": args.chunk_rows,
         "repeats": repeats,
         "threads": results["score"][0]["threads"],

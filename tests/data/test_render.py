@@ -24,6 +24,7 @@ CONVERSATION = [
 ]
 EXPECTED_TEXT = ("<|system|>\nYou are terse.\n<|user|>\nAdd 2 and 3.\n<|assistant|>\nThe sum is 5.</s>\n"
                  "<|user|>\nAnd 4 and 4?\n<|assistant|>\nIt is 8.</s>\n")
+WITH_ANSWER_SPACE = EXPECTED_TEXT.replace("<|assistant|>\n", "<|assistant|>\n ")
 
 
 @pytest.fixture(scope="module")
@@ -58,18 +59,29 @@ def test_render_rejects_unknown_role() -> None:
 def test_labels_cover_exactly_assistant_content_and_eos(tok: PreTrainedTokenizerFast) -> None:
     encoded = encode_chat(CONVERSATION, tok, max_seq_len=1000, example_id="c1")
     assert encoded is not None and encoded.example_id == "c1"
-    assert [tok.decode(run) for run in labeled_runs(encoded)] == ["The sum is 5.</s>", "It is 8.</s>"]
+    # answers are encoded on their own, so (like Llama-2's tokenizer) ours gives them a leading space
+    assert [tok.decode(run) for run in labeled_runs(encoded)] == [" The sum is 5.</s>", " It is 8.</s>"]
     for token, label in zip(encoded.input_ids, encoded.labels):
         assert label in (IGNORE_INDEX, token)
     assert encoded.input_ids[0] == tok.bos_token_id and encoded.labels[0] == IGNORE_INDEX
-    assert tok.decode(encoded.input_ids[1:]) == EXPECTED_TEXT
+    assert tok.decode(encoded.input_ids[1:]) == WITH_ANSWER_SPACE
 
 
-def test_segment_encoding_equals_full_text_encoding(tok: PreTrainedTokenizerFast) -> None:
+def test_segment_encoding_equals_full_text_with_answer_space(tok: PreTrainedTokenizerFast) -> None:
     encoded = encode_chat(CONVERSATION, tok, max_seq_len=1000)
     assert encoded is not None
-    full = tok.encode(EXPECTED_TEXT, add_special_tokens=False)
+    full = tok.encode(WITH_ANSWER_SPACE, add_special_tokens=False)
     assert list(encoded.input_ids) == [tok.bos_token_id, *full]
+
+
+def test_answer_word_has_the_tokens_of_the_span_it_copies(tok: PreTrainedTokenizerFast) -> None:
+    """Extractive QA: the answer "sum" must start with the token that "sum" has in the prompt."""
+    prompt = [{"role": "user", "content": "Question: what is the sum of two numbers?"}]
+    encoded = encode_prompt_answer(prompt, "sum", tok, max_seq_len=1000)
+    assert encoded is not None
+    answer = [label for label in encoded.labels if label != IGNORE_INDEX]
+    prompt_ids = list(encoded.input_ids[: len(encoded.input_ids) - len(answer)])
+    assert any(prompt_ids[i:i + len(answer)] == answer for i in range(len(prompt_ids)))
 
 
 def test_right_truncation_keeps_surviving_labels(tok: PreTrainedTokenizerFast) -> None:
@@ -114,8 +126,8 @@ def test_prompt_without_prefix_and_with_earlier_turns(tok: PreTrainedTokenizerFa
     encoded = encode_prompt_answer(prompt, "8", tok, max_seq_len=1000)
     assert encoded is not None
     assert tok.decode(encoded.input_ids[1:]) == ("<|user|>\nAdd 2 and 3.\n<|assistant|>\n5</s>\n"
-                                                 "<|user|>\nAnd 4 and 4?\n<|assistant|>\n8")
-    assert [tok.decode(run) for run in labeled_runs(encoded)] == ["8"]
+                                                 "<|user|>\nAnd 4 and 4?\n<|assistant|>\n 8")
+    assert [tok.decode(run) for run in labeled_runs(encoded)] == [" 8"]
 
 
 def test_prompt_answer_truncated_away_is_none(tok: PreTrainedTokenizerFast) -> None:

@@ -28,8 +28,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("chunk_rows", [7, 64])
-def test_less_scores_match_numpy(tmp_path, chunk_rows: int) -> None:
+@pytest.mark.parametrize(("chunk_rows", "prefetch"), [(7, 0), (7, 2), (64, 2)])
+def test_less_scores_match_numpy(tmp_path, chunk_rows: int, prefetch: int) -> None:
     rng = np.random.default_rng(0)
     n_train, n_val, d, n_ckpt = 50, 9, 16, 3
     subtasks = ["a", "a", "a", "a", "b", "b", "c", "c", "c"]  # unequal sizes: 4, 2, 3
@@ -40,7 +40,7 @@ def test_less_scores_match_numpy(tmp_path, chunk_rows: int) -> None:
     weights = checkpoint_weights(lrs)
     means = [subtask_means(_unit(v).astype(np.float32), subtasks)[1] for v in val]
 
-    got = less_scores(stores, {"task": means}, weights, progress=False)["task"]
+    got = less_scores(stores, {"task": means}, weights, progress=False, prefetch=prefetch)["task"]
 
     # reference: S = sum_i w_i T_i V_i^T on unit rows; mean over each subtask's columns; max over subtasks
     w = np.array(lrs) / sum(lrs)

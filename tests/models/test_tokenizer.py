@@ -42,8 +42,18 @@ def test_special_tokens(tok: PreTrainedTokenizerFast) -> None:
 def test_vocab_size_and_byte_coverage(tok: PreTrainedTokenizerFast) -> None:
     assert len(tok) == 300
     text = "naïve 東京 🙂 ~`|"
-    assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
+    assert tok.decode(tok.encode(text, add_special_tokens=False)) == " " + text  # the prefix space
     assert tok.unk_token_id not in tok.encode(text, add_special_tokens=False)
+    assert tok.decode(tok.encode("\n" + text, add_special_tokens=False)) == "\n" + text
+
+
+def test_prefix_space_like_llama2(tok: PreTrainedTokenizerFast) -> None:
+    """A text starting with a word gets one leading space; one starting with whitespace is left alone."""
+    assert tok.encode("word", add_special_tokens=False) == tok.encode(" word", add_special_tokens=False)
+    assert tok.encode("\nword", add_special_tokens=False) != tok.encode(" \nword", add_special_tokens=False)
+    assert tok.decode(tok.encode("a\n \nb", add_special_tokens=False)) == " a\n \nb"  # only the start
+    ids = tok.encode("<|assistant|>\nword", add_special_tokens=False)
+    assert tok.decode(ids) == "<|assistant|>\nword"  # the text after a marker starts with its newline
 
 
 @pytest.mark.parametrize("index", range(len(CONVERSATIONS)))
@@ -85,3 +95,20 @@ def test_load_errors(tok: PreTrainedTokenizerFast, tmp_path: Path) -> None:
     save_tokenizer(no_eos, tmp_path / "no_eos")
     with pytest.raises(InflowError, match="has no eos token"):
         load_tokenizer(tmp_path / "no_eos")
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_saved_with_a_model_it_loads_as_saved(tok: PreTrainedTokenizerFast, tmp_path: Path, family: str) -> None:
+    """transformers 5's AutoTokenizer would rebuild a qwen2 model dir's tokenizer as Qwen2Tokenizer (another
+    normaliser and pre-tokenizer around our vocabulary); ours must load exactly as it was saved, at every hop."""
+    from inflow.config import ModelConfig
+    from inflow.models.factory import build_tiny_model, save_model
+
+    cfg = ModelConfig(family=family, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    first = save_model(build_tiny_model(cfg, tok, max_positions=32), tok, tmp_path / "base")
+    second = save_tokenizer(load_tokenizer(first), tmp_path / "finetuned")  # what the fine-tune step does
+    text = "lamps and 1234 Bram\nnaïve"
+    for path in (first, second):
+        loaded = load_tokenizer(path)
+        assert loaded.backend_tokenizer.to_str() == tok.backend_tokenizer.to_str()
+        assert loaded.encode(text, add_special_tokens=False) == tok.encode(text, add_special_tokens=False)

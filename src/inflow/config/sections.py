@@ -157,8 +157,15 @@ class FeaturesConfig:
     # processes; else the address of a running Dask scheduler (tcp://host:8786) whose workers share the store
     dask_address: str = ""
     workers: int = 2  # chunk-extraction threads ('') or worker processes ('local'); the cluster decides otherwise
+    # where the forward/backward runs: cpu, cuda, cuda:N, or auto (cuda when a GPU is visible, else cpu)
+    device: str = "cpu"
+    # autocast dtype of the forward/backward: float32 (none), bfloat16 or float16 (GPU); the store records it
+    precision: Literal["float32", "bfloat16", "float16"] = "float32"
 
     def __post_init__(self) -> None:
+        require(self.device in ("cpu", "cuda", "auto") or (self.device.startswith("cuda:")
+                                                            and self.device[5:].isdigit()),
+                "device", f"must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
         require(self.chunk_rows >= 1, "chunk_rows", "must be at least 1")
         require(self.threads >= 0, "threads", "must be >= 0 (0: torch's default)")

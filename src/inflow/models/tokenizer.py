@@ -2,7 +2,15 @@
 
 ``train_tokenizer`` learns merges from the given texts with the ``tokenizers`` library (deterministic for
 the same texts) and wraps the result as a ``PreTrainedTokenizerFast``, so it is saved, loaded and used
-exactly like a real checkpoint's tokenizer. The chat markers ``<|system|>``, ``<|user|>``,
+exactly like a real checkpoint's tokenizer.
+
+Like Llama-2's SentencePiece tokenizer (the model LESS was built on), every encoded text that starts with
+a word gets a leading space (``"lamps"`` -> ``["Ġlamps"]``), so a word starts with the same token wherever
+it is: in running text, or as an answer encoded on its own by :mod:`inflow.data.render`. Without it, an
+extractive answer (``"lamps"``) and the span it copies (``" lamps"``) had different tokens; the answer
+fell apart into rare letter pieces that the tiny models could not learn to produce from the span, and
+whose gradients looked like those of capitalised text (``docs/architecture.md``, "Demo tokenizer"). A
+text that starts with whitespace (``"\n..."`` after a chat marker) is left alone. The chat markers ``<|system|>``, ``<|user|>``,
 ``<|assistant|>`` are special tokens (one id each) and the chat template renders messages exactly as
 :func:`inflow.data.render.render_chat` does. Encoding plain text adds no BOS/EOS: the encoders in
 ``inflow.data.render`` add BOS themselves, for this tokenizer and a user's alike.
@@ -10,11 +18,13 @@ exactly like a real checkpoint's tokenizer. The chat markers ``<|system|>``, ``<
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from inflow.errors import InflowError
@@ -25,6 +35,7 @@ UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
 CHAT_MARKERS = ("<|system|>", "<|user|>", "<|assistant|>")
 SPECIAL_TOKENS = (UNK, BOS, EOS, PAD, *CHAT_MARKERS)
 MODEL_MAX_LENGTH = 1_000_000  # no practical limit: data.max_seq_len truncates
+_SPECIAL_SPLIT = re.compile("|".join(re.escape(token) for token in SPECIAL_TOKENS))
 
 # Renders like inflow.data.render.render_chat: "<|role|>\n" + content.strip() + ("</s>" for assistant) + "\n".
 # Jinja's ``trim`` is Python's str.strip(). The generation prompt is the assistant marker, as in Tulu.
@@ -52,6 +63,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         log.warning("vocab_size=%d is below the byte alphabet + special tokens; the vocabulary will have %d",
                     vocab_size, minimum)
     core = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
+    # Prefix space per encoded text (each text between special tokens), unless it starts with whitespace.
+    core.normalizer = normalizers.Sequence([normalizers.Prepend(" "), normalizers.Replace(Regex(r"\A (?=\s)"), "")])
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -61,7 +74,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    core.train_from_iterator(texts, trainer=trainer)
+    # Learn from the pieces that encoding sees: text between special tokens, each normalized on its own.
+    pieces = (piece for text in texts for piece in _SPECIAL_SPLIT.split(text) if piece)
+    core.train_from_iterator(pieces, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
         unk_token=UNK,
@@ -86,14 +101,28 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path
     return path
 
 
+GENERIC_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+"""``tokenizer_class`` values that mean "exactly the pipeline in tokenizer.json"."""
+
+
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    """``AutoTokenizer.from_pretrained(path)``: the same code path a user's own checkpoint takes.
+    """The tokenizer saved at ``path``, loaded with ``from_pretrained``.
+
+    ``AutoTokenizer.from_pretrained(path)`` for a checkpoint that declares its own tokenizer class (a user's
+    Llama or Qwen2). A directory whose ``tokenizer_config.json`` declares the generic class (ours) loads as
+    that class: transformers 5's ``AutoTokenizer`` would otherwise pick the class registered for the
+    *model* type in ``config.json`` (``Qwen2Tokenizer`` for a qwen2 model), which rebuilds Qwen2's own
+    normaliser and pre-tokenizer around our vocabulary and silently tokenizes differently from the
+    tokenizer that was saved.
 
     Raises InflowError when nothing loadable is there or the tokenizer has no EOS token (answers end
     with EOS, so selection and training need one).
     """
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        if _declared_class(Path(path)) in GENERIC_CLASSES:
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as exc:
         raise InflowError(f"{path}: cannot load a tokenizer ({str(exc).splitlines()[0]}); point at a directory "
                           "written by save_pretrained (tokenizer.json / tokenizer_config.json)") from None
@@ -101,6 +130,14 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
         raise InflowError(f"{path}: the tokenizer has no eos token; set one (tokenizer.eos_token = '</s>' or the "
                           "model's end-of-turn token) and save it again with save_pretrained")
     return tokenizer
+
+
+def _declared_class(path: Path) -> str | None:
+    """``tokenizer_class`` from ``path/tokenizer_config.json`` (None when absent or unreadable)."""
+    try:
+        return json.loads((path / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import shutil
@@ -78,6 +79,8 @@ class FeatureJob:
     sketch_dim: int
     sketch_seed: int
     threads: int = 1  # torch intra-op threads while extracting (0: leave torch's setting)
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto
+    precision: str = "float32"  # autocast dtype of the forward/backward (float32: no autocast)
 
     @property
     def feature_kind(self) -> str:
@@ -121,7 +124,8 @@ def plan_jobs(cfg: FeaturesConfig, sketch: SketchConfig, data: DataConfig, split
                    store=str(store_path(split, ckpt.name, task)), pool=data.pool, targets=data.targets,
                    max_seq_len=data.max_seq_len, batch_size=cfg.batch_size, chunk_rows=cfg.chunk_rows,
                    dtype=cfg.dtype, eps_inside_sqrt=cfg.adam_eps_inside_sqrt, sketch_kind=sketch.kind,
-                   sketch_dim=sketch.dim, sketch_seed=sketch.seed, threads=cfg.threads)
+                   sketch_dim=sketch.dim, sketch_seed=sketch.seed, threads=cfg.threads,
+                   device=cfg.device, precision=cfg.precision)
         for ckpt in checkpoints for task in tasks
     ]
 
@@ -151,12 +155,16 @@ class _Context:
         self.manifest = row_manifest(self.rows)
         self.index = {example_id: i for i, example_id in enumerate(self.manifest.ids)}
         self.pad_id = tokenizer.pad_token_id
-        self.model = load_adapter_into(load_causal_lm(job.base_model), job.checkpoint)
+        self.device = resolve_device(job.device)
+        self.autocast = autocast_dtype(job.precision, self.device)
+        self.model = load_adapter_into(load_causal_lm(job.base_model), job.checkpoint).to(self.device)
         self.model.eval()
         params = lora_parameters(self.model)
         self.adam = None
         if job.feature_kind == "adam":
-            self.adam = load_adam_state(job.checkpoint, [(name, p.shape) for name, p in params])
+            adam = load_adam_state(job.checkpoint, [(name, p.shape) for name, p in params])
+            self.adam = dataclasses.replace(adam, exp_avg=adam.exp_avg.to(self.device),
+                                            exp_avg_sq=adam.exp_avg_sq.to(self.device))
         self.sketch = BlockSketch(job.sketch_kind, job.sketch_seed, [b.size for b in lora_blocks(self.model)],
                                   job.sketch_dim)
         self.attrs = StoreAttrs(
@@ -165,7 +173,7 @@ class _Context:
             lora_targets=tuple(sorted({n.split(".lora_")[0].rsplit(".", 1)[-1] for n, _ in params})),
             feature_kind=job.feature_kind, sketch=self.sketch.to_attrs(), dim=self.sketch.out_dim,
             dtype=job.dtype, n_rows=len(self.rows), chunk_rows=job.chunk_rows, data_hash=self.manifest.digest(),
-            code_version=inflow.__version__)
+            code_version=inflow.__version__, precision=job.precision)
 
     def disagreement(self, store: GradientStore, wanted: RowManifest) -> str:
         """Why this context cannot fill rows ``wanted`` of ``store`` ('' when it can)."""
@@ -266,12 +274,33 @@ def featurize(ctx: _Context, rows: list[Encoded], batch_size: int, eps_inside_sq
     out = torch.empty(len(rows), ctx.sketch.out_dim)
     for batch_idx in length_batches([len(r) for r in rows], batch_size):
         batch = collate([rows[i] for i in batch_idx], ctx.pad_id)
-        grads, _losses = per_example_grads(ctx.model, batch)
+        # autocast covers the forward/backward only; per-example grads, Adam and sketch run in float32
+        with torch.autocast(ctx.device.type, dtype=ctx.autocast, enabled=ctx.autocast is not None):
+            grads, _losses = per_example_grads(ctx.model, batch)
         if ctx.adam is not None:
             a = ctx.adam
             grads = adam_features(grads, a.exp_avg, a.exp_avg_sq, a.beta1, a.beta2, a.eps, eps_inside_sqrt)
-        out[batch_idx] = ctx.sketch.project(grads.float())
+        out[batch_idx] = ctx.sketch.project(grads.float()).cpu()
     return out
+
+
+def resolve_device(device: str) -> torch.device:
+    """``features.device`` as a torch device: ``auto`` is cuda when a GPU is visible, else cpu."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InflowError(f"features.device is {device!r} but torch sees no GPU (torch {torch.__version__}, "
+                          f"CUDA build: {torch.version.cuda}); set features.device: cpu or auto")
+    return torch.device(device)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``features.precision`` (None: float32, no autocast)."""
+    if precision == "float32":
+        return None
+    if precision == "float16" and device.type == "cpu":
+        raise InflowError("features.precision float16 is for GPUs; on CPU use bfloat16 or float32")
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
 
 
 def extract_chunk(job: FeatureJob, chunk: int) -> int:

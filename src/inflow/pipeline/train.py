@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 
 from inflow.config import DataConfig, FinetuneConfig, WarmupConfig
 from inflow.data.pool import load_pool
@@ -29,10 +30,14 @@ def warmup_subset(pool: pl.DataFrame, fraction: float, seed: int) -> pl.DataFram
 
 
 def _train(rows: pl.DataFrame, cfg, data: DataConfig, model_dir: str | Path, ckpt_dir: Path | None, desc: str):
+    """LoRA training of ``rows``; ``cfg.seed`` fixes the LoRA init and dropout (torch's global RNG, restored after),
+    so a rerun, or DVC rebuilding the stage, gives the same adapter."""
     tokenizer = load_tokenizer(resolve_model_dir(model_dir))
     encoded, dropped = encode_pool(rows, tokenizer, data.max_seq_len)
-    model = apply_lora(load_causal_lm(model_dir), cfg.lora)
-    result = train_lora(model, encoded, cfg, tokenizer.pad_token_id, ckpt_dir, desc=desc)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = apply_lora(load_causal_lm(model_dir), cfg.lora)
+        result = train_lora(model, encoded, cfg, tokenizer.pad_token_id, ckpt_dir, desc=desc)
     return model, tokenizer, result, len(encoded), dropped
 
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 FEATURE_KINDS = ("sgd", "adam")
 DTYPES = ("float16", "float32")
+PRECISIONS = ("float32", "bfloat16", "float16")
 WARN_ONLY = ("code_version",)  # differences in these fields do not invalidate a store
 ROW_FIELDS = ("n_rows", "data_hash")  # what the store holds now; a store with a row manifest grows instead
 
@@ -43,6 +44,7 @@ class StoreAttrs:
     chunk_rows: int  # rows per chunk: the unit of fan-out, resume and integrity
     data_hash: str  # hash of the rows held now, in order (RowManifest.digest() for a store with a manifest)
     code_version: str  # inflow version that wrote the store (a difference only warns)
+    precision: str = "float32"  # autocast dtype of the forward/backward that computed the features
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
@@ -52,6 +54,8 @@ class StoreAttrs:
             raise ValueError(f"feature_kind must be one of {FEATURE_KINDS}, got {self.feature_kind!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES} (features.dtype), got {self.dtype!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS} (features.precision), got {self.precision!r}")
         if self.dim < 1 or self.n_rows < 0 or self.chunk_rows < 1:
             raise ValueError(f"need dim >= 1, n_rows >= 0, chunk_rows >= 1; got {self.dim}, {self.n_rows}, "
                              f"{self.chunk_rows}")
@@ -74,7 +78,8 @@ class StoreAttrs:
     def from_dict(cls, data: dict[str, Any]) -> StoreAttrs:
         """The inverse of :meth:`to_dict`; ``ValueError`` naming missing or unknown keys."""
         names = {f.name for f in dataclasses.fields(cls)}
-        missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        missing, unknown = sorted(required - set(data)), sorted(set(data) - names)
         if missing or unknown:
             raise ValueError(f"store attrs: missing keys {missing}, unknown keys {unknown}")
         return cls(**data)

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from inflow.store import GradientStore
+from inflow.store.prefetch import prefetch_chunks
 
 
 def checkpoint_weights(mean_lrs: Sequence[float]) -> np.ndarray:
@@ -50,6 +51,7 @@ def less_scores(
     device: str | torch.device = "cpu",
     progress: bool = True,
     verify: bool = True,
+    prefetch: int = 2,
 ) -> dict[str, np.ndarray]:
     """LESS score of every training row for every target: {target: [n_train] float32}.
 
@@ -57,6 +59,8 @@ def less_scores(
     ``val_means[target][i]`` is that target's [K_target, d] per-subtask mean features at checkpoint i;
     ``weights`` [n_checkpoints] the checkpoint weights. Reads one chunk of every checkpoint store at a time;
     ``verify=False`` skips the per-chunk checksums (about a tenth of the time of a large scoring run).
+    A background thread reads ``prefetch`` chunks ahead (0: read in this thread), so reading overlaps the
+    matmul; memory stays at ``prefetch + 1`` chunks per checkpoint.
     """
     n_ckpt = len(train_stores)
     if len(weights) != n_ckpt or any(len(m) != n_ckpt for m in val_means.values()):
@@ -72,10 +76,11 @@ def less_scores(
                for i in range(n_ckpt)]
     out = {t: np.empty(first.attrs.n_rows, dtype=np.float32) for t in targets}
     ids_ref: list[str] | None = None
-    for c in tqdm(range(first.n_chunks), desc="less scores", unit="chunk", disable=not progress, leave=False):
+    chunks = prefetch_chunks(train_stores, range(first.n_chunks), verify=verify, depth=prefetch)
+    for c, per_store in tqdm(chunks, total=first.n_chunks, desc="less scores", unit="chunk", disable=not progress,
+                             leave=False):
         acc = None
-        for i, store in enumerate(train_stores):
-            feats, _norms, ids = store.read_chunk(c, verify=verify)
+        for i, (store, (feats, _norms, ids)) in enumerate(zip(train_stores, per_store)):
             if ids_ref is None or i == 0:
                 ids_ref = ids
             elif ids != ids_ref:

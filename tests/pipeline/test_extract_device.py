@@ -1,0 +1,57 @@
+"""features.device and features.precision: autocast extraction is close to float32, the store records the
+precision, and a store is never resumed at another precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inflow.config import params_from_dict
+from inflow.errors import ConfigError, InflowError, StoreMismatchError
+from inflow.pipeline.features import autocast_dtype, extract_store, open_store, resolve_device
+from inflow.store import GradientStore
+
+
+@pytest.mark.slow
+def test_bfloat16_autocast_features_are_close_to_float32(tiny_project, tmp_path: Path) -> None:
+    fp32 = tiny_project.job(tmp_path / "fp32.zarr", dtype="float32")
+    bf16 = tiny_project.job(tmp_path / "bf16.zarr", dtype="float32", precision="bfloat16", device="auto")
+    for job in (fp32, bf16):
+        extract_store(job, progress=False)
+    a, b = GradientStore.open(fp32.store), GradientStore.open(bf16.store)
+    assert (a.attrs.precision, b.attrs.precision) == ("float32", "bfloat16")
+    x, y = a.read_all(), b.read_all()
+    assert not np.array_equal(x, y)  # autocast really ran
+    cosine = (x * y).sum(axis=1)  # unit rows
+    assert cosine.min() > 0.97, cosine.min()
+    np.testing.assert_allclose(b.norms(), a.norms(), rtol=0.1)
+
+
+@pytest.mark.slow
+def test_store_is_not_resumed_at_another_precision(tiny_project, tmp_path: Path) -> None:
+    path = tmp_path / "store.zarr"
+    open_store(tiny_project.job(path))  # float32, nothing extracted yet
+    with pytest.raises(StoreMismatchError, match="precision"):
+        open_store(tiny_project.job(path, precision="bfloat16"))
+    assert open_store(tiny_project.job(path, precision="bfloat16"), rebuild=True)  # the stage's rebuild
+    assert GradientStore.open(path).attrs.precision == "bfloat16"
+
+
+def test_device_and_precision_settings() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InflowError, match="sees no GPU"):
+            resolve_device("cuda:0")
+    assert autocast_dtype("float32", torch.device("cpu")) is None
+    assert autocast_dtype("bfloat16", torch.device("cpu")) is torch.bfloat16
+    with pytest.raises(InflowError, match="float16 is for GPUs"):
+        autocast_dtype("float16", torch.device("cpu"))
+    with pytest.raises(ConfigError, match="features.device.*cpu, cuda, cuda:N or auto"):
+        params_from_dict({"features": {"device": "gpu"}})
+    with pytest.raises(ConfigError, match="features.precision"):
+        params_from_dict({"features": {"precision": "int8"}})
+    assert params_from_dict({"features": {"device": "cuda:1", "precision": "bfloat16"}}).features.device == "cuda:1"
