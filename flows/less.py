@@ -6,7 +6,8 @@ from flows.common import cli, load
 from tasks.stages import less_select
 
 
-@flow(name="less", description="LESS selection (checkpoint-weighted cosine, max over subtasks).")
+@flow(name="less",
+      description="LESS selection (checkpoint-weighted cosine per subtask; select.subtask_rule picks the rows).")
 def less(params_path: str = "params.yaml") -> dict:
     return less_select(load(params_path))
 

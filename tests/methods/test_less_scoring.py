@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inflow.methods.less import checkpoint_weights, less_scores, subtask_means
+from inflow.methods.less import checkpoint_weights, less_scores, less_subtask_scores, subtask_means
 from inflow.store import GradientStore, StoreAttrs
 
 
@@ -41,6 +41,7 @@ def test_less_scores_match_numpy(tmp_path, chunk_rows: int, prefetch: int) -> No
     means = [subtask_means(_unit(v).astype(np.float32), subtasks)[1] for v in val]
 
     got = less_scores(stores, {"task": means}, weights, progress=False, prefetch=prefetch)["task"]
+    columns = less_subtask_scores(stores, {"task": means}, weights, progress=False, prefetch=prefetch)["task"]
 
     # reference: S = sum_i w_i T_i V_i^T on unit rows; mean over each subtask's columns; max over subtasks
     w = np.array(lrs) / sum(lrs)
@@ -48,6 +49,8 @@ def test_less_scores_match_numpy(tmp_path, chunk_rows: int, prefetch: int) -> No
     labels = np.array(subtasks)
     per_subtask = np.stack([S[:, labels == k].mean(axis=1) for k in ("a", "b", "c")], axis=1)
     np.testing.assert_allclose(got, per_subtask.max(axis=1), rtol=1e-5, atol=1e-6)
+    assert columns.shape == (n_train, 3)  # subtasks a, b, c in subtask_means' (sorted) order
+    np.testing.assert_allclose(columns, per_subtask, rtol=1e-5, atol=1e-6)
 
 
 def test_several_targets_are_scored_independently(tmp_path) -> None:

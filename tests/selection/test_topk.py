@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from inflow.config import SelectConfig
-from inflow.selection import full_selection, random_selection, selection_size, top_k
+from inflow.selection import full_selection, random_selection, round_robin, selection_size, top_k
 
 
 def test_selection_size_rule() -> None:
@@ -42,3 +42,47 @@ def test_random_selection_is_seeded_and_unique() -> None:
 def test_full_selection_keeps_everything() -> None:
     ids = ["a", "b", "c"]
     assert full_selection(ids)["example_id"].to_list() == ids
+
+
+def test_round_robin_takes_turns_and_skips_rows_already_taken() -> None:
+    ids = ["a", "b", "c", "d", "e", "f"]
+    scores = np.array([
+        [0.9, 0.8],  # a: best for both columns
+        [0.8, 0.1],  # b
+        [0.7, 0.7],  # c
+        [0.1, 0.6],  # d
+        [0.0, 0.5],  # e
+        [0.2, 0.2],  # f
+    ])
+    got = round_robin(ids, scores, 4)
+    # col 0 takes a; col 1's best (a) is taken, so c; col 0 then b; col 1 then d
+    assert got["example_id"].to_list() == ["a", "c", "b", "d"]
+    assert got["rank"].to_list() == [1, 2, 3, 4]
+    np.testing.assert_allclose(got["score"].to_numpy(), [0.9, 0.7, 0.8, 0.6])  # the row's max, as LESS reports
+    assert round_robin(ids, scores, 100)["example_id"].n_unique() == 6  # capped at the pool
+
+
+def test_round_robin_balances_subtasks_where_max_collapses() -> None:
+    """Column 0's scores sit higher than column 1's: max takes only column-0 rows, round robin half of each."""
+    rng = np.random.default_rng(0)
+    n = 200
+    own = rng.integers(0, 2, size=n)  # the subtask each row serves
+    scores = np.where(own[:, None] == np.arange(2), 0.5, 0.0) + rng.uniform(0, 0.1, size=(n, 2))
+    scores[:, 0] += 0.3
+    ids = [f"x{i:03d}" for i in range(n)]
+    by_max = top_k(ids, scores.max(axis=1), 40)["example_id"].to_list()
+    by_turns = round_robin(ids, scores, 40)["example_id"].to_list()
+    served = dict(zip(ids, own))
+    assert sum(served[i] for i in by_max) == 0
+    assert sum(served[i] for i in by_turns) == 20
+
+
+def test_round_robin_one_column_is_top_k_and_rejects_bad_input() -> None:
+    ids = [f"r{i}" for i in range(10)]
+    scores = np.random.default_rng(1).normal(size=10)
+    scores[3] = scores[7]  # a tie, broken by id
+    assert round_robin(ids, scores[:, None], 5).equals(top_k(ids, scores, 5))
+    with pytest.raises(ValueError, match="need scores"):
+        round_robin(ids, scores, 5)
+    with pytest.raises(ValueError, match="NaN"):
+        round_robin(ids, np.full((10, 2), np.nan), 5)

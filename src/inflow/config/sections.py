@@ -178,11 +178,14 @@ class FeaturesConfig:
 
 @dataclass(frozen=True)
 class SelectConfig:
-    """How many pool rows every method selects (the same budget rule for all)."""
+    """How many pool rows every method selects (the same budget rule for all), and how LESS picks them."""
 
     fraction: float = 0.05
     count: int = 0  # > 0 overrides fraction
     seed: int = 0  # seeds the random baseline
+    # how LESS turns per-subtask scores into a selection: round_robin (each subtask in turn takes its best
+    # unselected row) or max (the paper's rule: top k of the max over subtasks); docs/architecture.md
+    subtask_rule: Literal["round_robin", "max"] = "round_robin"
 
     def __post_init__(self) -> None:
         require(0.0 < self.fraction <= 1.0, "fraction", "must lie in (0, 1]")

@@ -1,5 +1,5 @@
-"""Selection steps: ``less`` (score the pool against each target task, take the top k) and ``baselines``
-(random subset of the same size, full pool)."""
+"""Selection steps: ``less`` (score the pool against each target task's subtasks, pick k rows by
+``select.subtask_rule``) and ``baselines`` (random subset of the same size, full pool)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import polars as pl
 from inflow.config import DataConfig, FeaturesConfig, SelectConfig
 from inflow.data.pool import load_pool
 from inflow.data.targets import load_target_tasks
-from inflow.methods.less import checkpoint_weights, less_scores, subtask_means
+from inflow.methods.less import checkpoint_weights, less_subtask_scores, subtask_means
 from inflow.paths import POOL_SPLIT, selection_dir, store_path
 from inflow.pipeline.features import checkpoints_for
-from inflow.selection import full_selection, random_selection, selection_size, top_k, write_selection
+from inflow.selection import full_selection, random_selection, round_robin, selection_size, top_k, write_selection
 from inflow.selection.outputs import ALL_TARGETS
 from inflow.store import GradientStore
 from inflow.training.checkpoint import checkpoint_mean_lr
@@ -24,11 +24,11 @@ from inflow.training.checkpoint import checkpoint_mean_lr
 log = logging.getLogger(__name__)
 
 
-def _val_means(task, checkpoint: str) -> list[np.ndarray]:
+def _val_means(task, checkpoint: str) -> tuple[list[str], np.ndarray]:
+    """(subtask names, [K, d] mean unit validation feature per subtask) of ``task`` at ``checkpoint``."""
     store = GradientStore.open(store_path("targets", checkpoint, task.name))
     subtask_of = dict(zip(task.val["example_id"].to_list(), task.val["subtask"].to_list()))
-    _names, means = subtask_means(store.read_all(), [subtask_of[i] for i in store.example_ids()])
-    return means
+    return subtask_means(store.read_all(), [subtask_of[i] for i in store.example_ids()])
 
 
 def run_less(select: SelectConfig, features: FeaturesConfig, data: DataConfig, warmup_dir: str | Path,
@@ -39,17 +39,25 @@ def run_less(select: SelectConfig, features: FeaturesConfig, data: DataConfig, w
     weights = checkpoint_weights([checkpoint_mean_lr(c) for c in checkpoints])
     train = [GradientStore.open(store_path(POOL_SPLIT, c.name)) for c in checkpoints]
     tasks = load_target_tasks(data.targets)
-    means = {t.name: [_val_means(t, c.name) for c in checkpoints] for t in tasks}
-    scores = less_scores(train, means, weights)
+    per_checkpoint = {t.name: [_val_means(t, c.name) for c in checkpoints] for t in tasks}
+    subtask_names = {t: found[0][0] for t, found in per_checkpoint.items()}  # sorted names, same at every checkpoint
+    means = {t: [m for _, m in found] for t, found in per_checkpoint.items()}
+    per_subtask = less_subtask_scores(train, means, weights)
+    scores = {t: s.max(axis=1) for t, s in per_subtask.items()}  # LESS's score: the max over subtasks
     ids = train[0].example_ids()
     pool = load_pool(data.pool)
     k = selection_size(len(pool), select)
-    tables = {name: top_k(ids, s, k) for name, s in scores.items()}
+    if select.subtask_rule == "max":
+        tables = {name: top_k(ids, s, k) for name, s in scores.items()}
+    else:
+        tables = {name: round_robin(ids, s, k) for name, s in per_subtask.items()}
     write_selection(tables, pool, out_dir, "less", selector)
-    pl.DataFrame({"example_id": ids, **{f"score_{t}": s for t, s in scores.items()}}).write_parquet(
-        out_dir / "scores.parquet")
+    columns = {f"score_{t}": s for t, s in scores.items()}
+    for t, task_scores in per_subtask.items():
+        columns.update({f"score_{t}/{name}": task_scores[:, j] for j, name in enumerate(subtask_names[t])})
+    pl.DataFrame({"example_id": ids, **columns}).write_parquet(out_dir / "scores.parquet")
     manifest = {"k": k, "checkpoints": [c.name for c in checkpoints], "weights": weights.tolist(),
-                "targets": list(scores)}
+                "targets": list(scores), "subtask_rule": select.subtask_rule, "subtasks": subtask_names}
     (out_dir / "less.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 

@@ -29,3 +29,40 @@ def top_k(example_ids: Sequence[str], scores: np.ndarray, k: int) -> pl.DataFram
     frame = pl.DataFrame({"example_id": list(example_ids), "score": np.asarray(scores, dtype=np.float64)})
     frame = frame.sort(["score", "example_id"], descending=[True, False]).head(k)
     return frame.with_columns(pl.int_range(1, pl.len() + 1).alias("rank"))
+
+
+def round_robin(example_ids: Sequence[str], scores: np.ndarray, k: int) -> pl.DataFrame:
+    """k rows picked by the columns of ``scores`` [n, K] in turn, each taking its best row not yet picked.
+
+    Column 0 picks first, then 1, ..., K-1, then 0 again, until k rows are picked (or the pool is exhausted).
+    Returns example_id, score (the row's max over columns, as LESS reports it) and rank (the pick order,
+    1-based). Ties within a column are broken by example_id. With K = 1 this is :func:`top_k`.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or len(example_ids) != scores.shape[0]:
+        raise ValueError(f"need scores [n, K] for {len(example_ids)} ids, got shape {scores.shape}")
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN: a gradient feature is degenerate (check the features stage log)")
+    n, n_cols = scores.shape
+    k = min(k, n)
+    tiebreak = np.argsort(np.asarray(example_ids, dtype=object), kind="stable")
+    rank_of_id = np.empty(n, dtype=np.int64)
+    rank_of_id[tiebreak] = np.arange(n)
+    # per column: rows by descending score, then ascending example_id
+    orders = [np.lexsort((rank_of_id, -scores[:, j])) for j in range(n_cols)]
+    taken = np.zeros(n, dtype=bool)
+    cursor = [0] * n_cols
+    picked: list[int] = []
+    while len(picked) < k:
+        for j in range(n_cols):
+            order = orders[j]
+            while taken[order[cursor[j]]]:
+                cursor[j] += 1
+            row = int(order[cursor[j]])
+            taken[row] = True
+            picked.append(row)
+            if len(picked) == k:
+                break
+    return pl.DataFrame({"example_id": [example_ids[i] for i in picked],
+                         "score": scores[picked].max(axis=1),
+                         "rank": np.arange(1, len(picked) + 1)})

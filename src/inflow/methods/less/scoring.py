@@ -8,7 +8,8 @@ training example z for one target task is
 
 Because the mean over a subtask's rows is linear, mean_j S[z, j] = sum_i w_i <T_i[z], mean_{j in k} V_i[j]>:
 we precompute the per-subtask mean validation vector of every checkpoint (K x d, tiny) and never form the
-n_train x n_val matrix. Subtasks may have any number of rows.
+n_train x n_val matrix. Subtasks may have any number of rows. :func:`less_subtask_scores` keeps the K columns
+(for selection rules that look at each subtask, ``inflow.selection.round_robin``); :func:`less_scores` is their max.
 """
 
 from __future__ import annotations
@@ -53,7 +54,23 @@ def less_scores(
     verify: bool = True,
     prefetch: int = 2,
 ) -> dict[str, np.ndarray]:
-    """LESS score of every training row for every target: {target: [n_train] float32}.
+    """LESS score of every training row for every target: {target: [n_train] float32}, the max over subtasks
+    of :func:`less_subtask_scores` (same arguments)."""
+    per_subtask = less_subtask_scores(train_stores, val_means, weights, device, progress, verify, prefetch)
+    return {target: s.max(axis=1) for target, s in per_subtask.items()}
+
+
+def less_subtask_scores(
+    train_stores: Sequence[GradientStore],
+    val_means: Mapping[str, Sequence[np.ndarray]],
+    weights: np.ndarray,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    verify: bool = True,
+    prefetch: int = 2,
+) -> dict[str, np.ndarray]:
+    """Per-subtask LESS scores of every training row: {target: [n_train, K_target] float32}, column k the
+    checkpoint-weighted mean cosine with subtask k's validation rows (in the order of ``val_means``).
 
     ``train_stores[i]`` is checkpoint i's training store (same rows, same order, in every checkpoint);
     ``val_means[target][i]`` is that target's [K_target, d] per-subtask mean features at checkpoint i;
@@ -74,7 +91,7 @@ def less_scores(
     # one [d, sum K] matrix per checkpoint, all targets side by side
     queries = [torch.from_numpy(np.concatenate([val_means[t][i] for t in targets]).T.copy()).to(device)
                for i in range(n_ckpt)]
-    out = {t: np.empty(first.attrs.n_rows, dtype=np.float32) for t in targets}
+    out = {t: np.empty((first.attrs.n_rows, k), dtype=np.float32) for t, k in zip(targets, sizes)}
     ids_ref: list[str] | None = None
     chunks = prefetch_chunks(train_stores, range(first.n_chunks), verify=verify, depth=prefetch)
     for c, per_store in tqdm(chunks, total=first.n_chunks, desc="less scores", unit="chunk", disable=not progress,
@@ -90,6 +107,6 @@ def less_scores(
         start, stop = first.chunk_bounds(c)
         col = 0
         for target, k in zip(targets, sizes):
-            out[target][start:stop] = acc[:, col:col + k].max(dim=1).values.cpu().numpy()
+            out[target][start:stop] = acc[:, col:col + k].cpu().numpy()
             col += k
     return out
