@@ -28,8 +28,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize(("chunk_rows", "prefetch"), [(7, 0), (7, 2), (64, 2)])
-def test_less_scores_match_numpy(tmp_path, chunk_rows: int, prefetch: int) -> None:
+@pytest.mark.parametrize(("chunk_rows", "prefetch", "readers"), [(7, 0, 1), (7, 2, 1), (7, 3, 2), (64, 2, 2)])
+def test_less_scores_match_numpy(tmp_path, chunk_rows: int, prefetch: int, readers: int) -> None:
     rng = np.random.default_rng(0)
     n_train, n_val, d, n_ckpt = 50, 9, 16, 3
     subtasks = ["a", "a", "a", "a", "b", "b", "c", "c", "c"]  # unequal sizes: 4, 2, 3
@@ -40,8 +40,9 @@ def test_less_scores_match_numpy(tmp_path, chunk_rows: int, prefetch: int) -> No
     weights = checkpoint_weights(lrs)
     means = [subtask_means(_unit(v).astype(np.float32), subtasks)[1] for v in val]
 
-    got = less_scores(stores, {"task": means}, weights, progress=False, prefetch=prefetch)["task"]
-    columns = less_subtask_scores(stores, {"task": means}, weights, progress=False, prefetch=prefetch)["task"]
+    got = less_scores(stores, {"task": means}, weights, progress=False, prefetch=prefetch, readers=readers)["task"]
+    columns = less_subtask_scores(stores, {"task": means}, weights, progress=False, prefetch=prefetch,
+                                  readers=readers)["task"]
 
     # reference: S = sum_i w_i T_i V_i^T on unit rows; mean over each subtask's columns; max over subtasks
     w = np.array(lrs) / sum(lrs)

@@ -25,9 +25,9 @@ def stores(tmp_path: Path) -> list[GradientStore]:
     return out
 
 
-@pytest.mark.parametrize("depth", [0, 1, 2, 8])
-def test_same_chunks_in_order(stores: list[GradientStore], depth: int) -> None:
-    got = list(prefetch_chunks(stores, range(stores[0].n_chunks), depth=depth))
+@pytest.mark.parametrize(("depth", "readers"), [(0, 1), (1, 1), (2, 1), (8, 1), (2, 2), (8, 3)])
+def test_same_chunks_in_order(stores: list[GradientStore], depth: int, readers: int) -> None:
+    got = list(prefetch_chunks(stores, range(stores[0].n_chunks), depth=depth, readers=readers))
     assert [c for c, _ in got] == list(range(5))
     for c, per_store in got:
         assert len(per_store) == 2
@@ -70,3 +70,5 @@ def test_abandoned_iteration_and_bad_depth(stores: list[GradientStore]) -> None:
             break  # the generator closes its reader thread; nothing hangs
     with pytest.raises(ValueError, match="depth must be >= 0"):
         list(prefetch_chunks(stores, range(5), depth=-1))
+    with pytest.raises(ValueError, match="readers >= 1"):
+        list(prefetch_chunks(stores, range(5), readers=0))

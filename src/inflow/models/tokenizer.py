@@ -2,18 +2,18 @@
 
 ``train_tokenizer`` learns merges from the given texts with the ``tokenizers`` library (deterministic for
 the same texts) and wraps the result as a ``PreTrainedTokenizerFast``, so it is saved, loaded and used
-exactly like a real checkpoint's tokenizer.
+exactly like a real checkpoint's tokenizer. The chat markers ``<|system|>``, ``<|user|>``, ``<|assistant|>``
+are special tokens (one id each) and the chat template renders messages exactly as
+:func:`inflow.data.render.render_chat` does. Encoding plain text adds no BOS/EOS: the encoders in
+``inflow.data.render`` add BOS themselves, for this tokenizer and a user's alike.
 
 Like Llama-2's SentencePiece tokenizer (the model LESS was built on), every encoded text that starts with
 a word gets a leading space (``"lamps"`` -> ``["Ġlamps"]``), so a word starts with the same token wherever
 it is: in running text, or as an answer encoded on its own by :mod:`inflow.data.render`. Without it, an
-extractive answer (``"lamps"``) and the span it copies (``" lamps"``) had different tokens; the answer
-fell apart into rare letter pieces that the tiny models could not learn to produce from the span, and
-whose gradients looked like those of capitalised text (``docs/architecture.md``, "Demo tokenizer"). A
-text that starts with whitespace (``"\n..."`` after a chat marker) is left alone. The chat markers ``<|system|>``, ``<|user|>``,
-``<|assistant|>`` are special tokens (one id each) and the chat template renders messages exactly as
-:func:`inflow.data.render.render_chat` does. Encoding plain text adds no BOS/EOS: the encoders in
-``inflow.data.render`` add BOS themselves, for this tokenizer and a user's alike.
+extractive answer (``"lamps"``) and the span it copies (``" lamps"``) had different tokens, and the answer
+fell apart into rare letter pieces the tiny models could not learn to produce from the span
+(``docs/architecture.md``). A text that starts with whitespace (``"\\n..."`` after a chat marker) is left
+alone.
 """
 
 from __future__ import annotations

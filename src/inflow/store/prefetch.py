@@ -25,22 +25,23 @@ def _read_all(stores: Sequence[GradientStore], chunk: int, verify: bool) -> list
 
 
 def prefetch_chunks(stores: Sequence[GradientStore], chunks: Sequence[int], verify: bool = True,
-                    depth: int = 2) -> Iterator[tuple[int, list[Chunk]]]:
+                    depth: int = 2, readers: int = 1) -> Iterator[tuple[int, list[Chunk]]]:
     """Yield ``(chunk, [read_chunk(chunk) of every store])`` for ``chunks`` in order, read ``depth`` ahead.
 
+    ``readers`` threads read (decode, checksum) different chunks at once; chunks are still yielded in order.
     ``depth=0`` reads in the calling thread (no background thread). An error raised while reading a chunk
     (a failed checksum, a missing chunk) is raised here, when that chunk's turn comes; chunks read ahead of
     an abandoned iteration are dropped.
     """
-    if depth < 0:
-        raise ValueError(f"prefetch depth must be >= 0, got {depth}")
+    if depth < 0 or readers < 1:
+        raise ValueError(f"prefetch depth must be >= 0 and readers >= 1, got {depth} and {readers}")
     if depth == 0:
         for chunk in chunks:
             yield chunk, _read_all(stores, chunk, verify)
         return
     pending: deque[tuple[int, Future[list[Chunk]]]] = deque()
     todo = iter(chunks)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inflow-prefetch") as pool:
+    with ThreadPoolExecutor(max_workers=readers, thread_name_prefix="inflow-prefetch") as pool:
         try:
             for chunk in todo:
                 pending.append((chunk, pool.submit(_read_all, stores, chunk, verify)))

@@ -53,11 +53,14 @@ def less_scores(
     progress: bool = True,
     verify: bool = True,
     prefetch: int = 2,
+    readers: int = 2,
 ) -> dict[str, np.ndarray]:
-    """LESS score of every training row for every target: {target: [n_train] float32}, the max over subtasks
-    of :func:`less_subtask_scores` (same arguments)."""
-    per_subtask = less_subtask_scores(train_stores, val_means, weights, device, progress, verify, prefetch)
-    return {target: s.max(axis=1) for target, s in per_subtask.items()}
+    """LESS score of every training row for every target: {target: [n_train] float32}, the max over subtasks.
+
+    Arguments as :func:`less_subtask_scores`; the max is taken chunk by chunk, so memory holds [n_train] per
+    target, never [n_train, K] (K may be large: one subtask per target row).
+    """
+    return _stream(train_stores, val_means, weights, device, progress, verify, prefetch, readers, reduce_max=True)
 
 
 def less_subtask_scores(
@@ -68,6 +71,7 @@ def less_subtask_scores(
     progress: bool = True,
     verify: bool = True,
     prefetch: int = 2,
+    readers: int = 2,
 ) -> dict[str, np.ndarray]:
     """Per-subtask LESS scores of every training row: {target: [n_train, K_target] float32}, column k the
     checkpoint-weighted mean cosine with subtask k's validation rows (in the order of ``val_means``).
@@ -76,9 +80,19 @@ def less_subtask_scores(
     ``val_means[target][i]`` is that target's [K_target, d] per-subtask mean features at checkpoint i;
     ``weights`` [n_checkpoints] the checkpoint weights. Reads one chunk of every checkpoint store at a time;
     ``verify=False`` skips the per-chunk checksums (about a tenth of the time of a large scoring run).
-    A background thread reads ``prefetch`` chunks ahead (0: read in this thread), so reading overlaps the
-    matmul; memory stays at ``prefetch + 1`` chunks per checkpoint.
+    ``readers`` background threads read (decode, checksum) up to ``prefetch`` chunks ahead (``prefetch=0``: read
+    in this thread), so reading overlaps the matmul and, with 2 readers, verified reads run as fast as unverified
+    ones on a 2-core machine; memory is ``prefetch + 1`` chunks per checkpoint plus the result (4 * n_train * K
+    bytes per target).
     """
+    return _stream(train_stores, val_means, weights, device, progress, verify, prefetch, readers,
+                   reduce_max=False)
+
+
+def _stream(train_stores: Sequence[GradientStore], val_means: Mapping[str, Sequence[np.ndarray]],
+            weights: np.ndarray, device: str | torch.device, progress: bool, verify: bool, prefetch: int,
+            readers: int, reduce_max: bool) -> dict[str, np.ndarray]:
+    """One pass over the stores: per target [n_train] (``reduce_max``) or [n_train, K] scores."""
     n_ckpt = len(train_stores)
     if len(weights) != n_ckpt or any(len(m) != n_ckpt for m in val_means.values()):
         raise ValueError("train stores, validation means and weights must cover the same checkpoints")
@@ -91,9 +105,10 @@ def less_subtask_scores(
     # one [d, sum K] matrix per checkpoint, all targets side by side
     queries = [torch.from_numpy(np.concatenate([val_means[t][i] for t in targets]).T.copy()).to(device)
                for i in range(n_ckpt)]
-    out = {t: np.empty((first.attrs.n_rows, k), dtype=np.float32) for t, k in zip(targets, sizes)}
+    n = first.attrs.n_rows
+    out = {t: np.empty(n if reduce_max else (n, k), dtype=np.float32) for t, k in zip(targets, sizes)}
     ids_ref: list[str] | None = None
-    chunks = prefetch_chunks(train_stores, range(first.n_chunks), verify=verify, depth=prefetch)
+    chunks = prefetch_chunks(train_stores, range(first.n_chunks), verify=verify, depth=prefetch, readers=readers)
     for c, per_store in tqdm(chunks, total=first.n_chunks, desc="less scores", unit="chunk", disable=not progress,
                              leave=False):
         acc = None
@@ -107,6 +122,7 @@ def less_subtask_scores(
         start, stop = first.chunk_bounds(c)
         col = 0
         for target, k in zip(targets, sizes):
-            out[target][start:stop] = acc[:, col:col + k].cpu().numpy()
+            block = acc[:, col:col + k]
+            out[target][start:stop] = (block.max(dim=1).values if reduce_max else block).cpu().numpy()
             col += k
     return out
