@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inflow.methods.less import checkpoint_weights, less_scores, less_subtask_scores, subtask_means
+from inflow.methods.less import checkpoint_weights, less_scores, subtask_means
 from inflow.store import GradientStore, StoreAttrs
 
 
@@ -41,8 +41,8 @@ def test_less_scores_match_numpy(tmp_path, chunk_rows: int, prefetch: int, reade
     means = [subtask_means(_unit(v).astype(np.float32), subtasks)[1] for v in val]
 
     got = less_scores(stores, {"task": means}, weights, progress=False, prefetch=prefetch, readers=readers)["task"]
-    columns = less_subtask_scores(stores, {"task": means}, weights, progress=False, prefetch=prefetch,
-                                  readers=readers)["task"]
+    columns = less_scores(stores, {"task": means}, weights, progress=False, prefetch=prefetch, readers=readers,
+                          per_subtask=True)["task"]
 
     # reference: S = sum_i w_i T_i V_i^T on unit rows; mean over each subtask's columns; max over subtasks
     w = np.array(lrs) / sum(lrs)

@@ -1,8 +1,8 @@
-"""Read store chunks ahead of their use, on a background thread, so reading overlaps compute.
+"""Read store chunks ahead of their use, on background threads, so reading overlaps compute.
 
 Reading a chunk (Zarr decode, checksum, fp16 -> fp32) and scoring it (a matmul) use different resources
-on a multi-core machine: the decoders and ``hashlib`` release the GIL, and so do torch kernels. With a
-reader thread ``depth`` chunks ahead, a pass over a store costs about ``max(read, compute)`` instead of
+on a multi-core machine: the decoders and ``hashlib`` release the GIL, and so do torch kernels. With
+reader threads ``depth`` chunks ahead, a pass over a store costs about ``max(read, compute)`` instead of
 ``read + compute``. Memory: at most ``depth + 1`` chunks of every store are alive at once.
 """
 
@@ -40,10 +40,9 @@ def prefetch_chunks(stores: Sequence[GradientStore], chunks: Sequence[int], veri
             yield chunk, _read_all(stores, chunk, verify)
         return
     pending: deque[tuple[int, Future[list[Chunk]]]] = deque()
-    todo = iter(chunks)
     with ThreadPoolExecutor(max_workers=readers, thread_name_prefix="inflow-prefetch") as pool:
         try:
-            for chunk in todo:
+            for chunk in chunks:
                 pending.append((chunk, pool.submit(_read_all, stores, chunk, verify)))
                 if len(pending) > depth:
                     done_chunk, future = pending.popleft()

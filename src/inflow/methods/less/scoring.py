@@ -8,8 +8,8 @@ training example z for one target task is
 
 Because the mean over a subtask's rows is linear, mean_j S[z, j] = sum_i w_i <T_i[z], mean_{j in k} V_i[j]>:
 we precompute the per-subtask mean validation vector of every checkpoint (K x d, tiny) and never form the
-n_train x n_val matrix. Subtasks may have any number of rows. :func:`less_subtask_scores` keeps the K columns
-(for selection rules that look at each subtask, ``inflow.selection.round_robin``); :func:`less_scores` is their max.
+n_train x n_val matrix. Subtasks may have any number of rows. ``less_scores(..., per_subtask=True)`` keeps the
+K columns (for selection rules that look at each subtask, ``inflow.selection.round_robin``).
 """
 
 from __future__ import annotations
@@ -54,27 +54,14 @@ def less_scores(
     verify: bool = True,
     prefetch: int = 2,
     readers: int = 2,
+    per_subtask: bool = False,
 ) -> dict[str, np.ndarray]:
-    """LESS score of every training row for every target: {target: [n_train] float32}, the max over subtasks.
+    """LESS scores of every training row for every target, in one streamed pass over the stores.
 
-    Arguments as :func:`less_subtask_scores`; the max is taken chunk by chunk, so memory holds [n_train] per
-    target, never [n_train, K] (K may be large: one subtask per target row).
-    """
-    return _stream(train_stores, val_means, weights, device, progress, verify, prefetch, readers, reduce_max=True)
-
-
-def less_subtask_scores(
-    train_stores: Sequence[GradientStore],
-    val_means: Mapping[str, Sequence[np.ndarray]],
-    weights: np.ndarray,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-    verify: bool = True,
-    prefetch: int = 2,
-    readers: int = 2,
-) -> dict[str, np.ndarray]:
-    """Per-subtask LESS scores of every training row: {target: [n_train, K_target] float32}, column k the
-    checkpoint-weighted mean cosine with subtask k's validation rows (in the order of ``val_means``).
+    Returns {target: [n_train] float32}, the max over subtasks, taken chunk by chunk (memory holds [n_train] per
+    target, never [n_train, K]: K may be large, one subtask per target row). With ``per_subtask`` it returns
+    {target: [n_train, K_target] float32} instead, column k the checkpoint-weighted mean cosine with subtask k's
+    validation rows (in the order of ``val_means``), for selection rules that look at each subtask.
 
     ``train_stores[i]`` is checkpoint i's training store (same rows, same order, in every checkpoint);
     ``val_means[target][i]`` is that target's [K_target, d] per-subtask mean features at checkpoint i;
@@ -82,17 +69,8 @@ def less_subtask_scores(
     ``verify=False`` skips the per-chunk checksums (about a tenth of the time of a large scoring run).
     ``readers`` background threads read (decode, checksum) up to ``prefetch`` chunks ahead (``prefetch=0``: read
     in this thread), so reading overlaps the matmul and, with 2 readers, verified reads run as fast as unverified
-    ones on a 2-core machine; memory is ``prefetch + 1`` chunks per checkpoint plus the result (4 * n_train * K
-    bytes per target).
+    ones on a 2-core machine; memory is ``prefetch + 1`` chunks per checkpoint plus the result.
     """
-    return _stream(train_stores, val_means, weights, device, progress, verify, prefetch, readers,
-                   reduce_max=False)
-
-
-def _stream(train_stores: Sequence[GradientStore], val_means: Mapping[str, Sequence[np.ndarray]],
-            weights: np.ndarray, device: str | torch.device, progress: bool, verify: bool, prefetch: int,
-            readers: int, reduce_max: bool) -> dict[str, np.ndarray]:
-    """One pass over the stores: per target [n_train] (``reduce_max``) or [n_train, K] scores."""
     n_ckpt = len(train_stores)
     if len(weights) != n_ckpt or any(len(m) != n_ckpt for m in val_means.values()):
         raise ValueError("train stores, validation means and weights must cover the same checkpoints")
@@ -106,7 +84,7 @@ def _stream(train_stores: Sequence[GradientStore], val_means: Mapping[str, Seque
     queries = [torch.from_numpy(np.concatenate([val_means[t][i] for t in targets]).T.copy()).to(device)
                for i in range(n_ckpt)]
     n = first.attrs.n_rows
-    out = {t: np.empty(n if reduce_max else (n, k), dtype=np.float32) for t, k in zip(targets, sizes)}
+    out = {t: np.empty((n, k) if per_subtask else n, dtype=np.float32) for t, k in zip(targets, sizes)}
     ids_ref: list[str] | None = None
     chunks = prefetch_chunks(train_stores, range(first.n_chunks), verify=verify, depth=prefetch, readers=readers)
     for c, per_store in tqdm(chunks, total=first.n_chunks, desc="less scores", unit="chunk", disable=not progress,
@@ -123,6 +101,6 @@ def _stream(train_stores: Sequence[GradientStore], val_means: Mapping[str, Seque
         col = 0
         for target, k in zip(targets, sizes):
             block = acc[:, col:col + k]
-            out[target][start:stop] = (block.max(dim=1).values if reduce_max else block).cpu().numpy()
+            out[target][start:stop] = (block if per_subtask else block.max(dim=1).values).cpu().numpy()
             col += k
     return out
