@@ -40,17 +40,32 @@ class ModelSize:
     heads: int
     intermediate: int
     vocab: int
+    kv_heads: int = 0  # 0: half the query heads
+
+    @property
+    def key_value_heads(self) -> int:
+        return self.kv_heads or max(1, self.heads // 2)
+
+    def linear_params(self) -> int:
+        """Weights of the matmuls a token goes through: attention, MLP, and the LM head (no embedding lookup)."""
+        head_dim = self.hidden // self.heads
+        attention = 2 * self.hidden * self.hidden + 2 * self.hidden * self.key_value_heads * head_dim
+        return self.layers * (attention + 3 * self.hidden * self.intermediate) + self.vocab * self.hidden
 
 
 DEFAULT_SIZE = ModelSize(hidden=256, layers=4, heads=8, intermediate=688, vocab=1024)
 QUICK_SIZE = ModelSize(hidden=128, layers=2, heads=4, intermediate=344, vocab=512)
+# Llama-3.2-1B's shape (grouped-query attention, 8 KV heads) with a 32k vocabulary: 1.0e9 parameters
+LLAMA_1B_SIZE = ModelSize(hidden=2048, layers=16, heads=32, intermediate=8192, vocab=32000, kv_heads=8)
+SIZES = {"quick": QUICK_SIZE, "default": DEFAULT_SIZE, "1b": LLAMA_1B_SIZE}
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 def tiny_lora_model(size: ModelSize, r: int = 8, seed: int = 0) -> torch.nn.Module:
     """A random-init ``LlamaForCausalLM`` of ``size`` (eager attention, fp32) wrapped with LoRA on q/k/v/o.
 
-    Half as many key/value heads as query heads, as :func:`inflow.models.factory.build_tiny_model` builds.
+    Half as many key/value heads as query heads (as :func:`inflow.models.factory.build_tiny_model` builds) unless
+    the size says otherwise.
 
     LoRA goes through :func:`inflow.models.loading.apply_lora` with the project's own ``LoraConfig`` (only ``r``
     changed), so the adapters are the ones the pipeline builds. ``lora_B`` is zero after peft's init, which would
@@ -64,7 +79,7 @@ def tiny_lora_model(size: ModelSize, r: int = 8, seed: int = 0) -> torch.nn.Modu
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=size.vocab, hidden_size=size.hidden, intermediate_size=size.intermediate,
                          num_hidden_layers=size.layers, num_attention_heads=size.heads,
-                         num_key_value_heads=max(1, size.heads // 2), max_position_embeddings=1024,
+                         num_key_value_heads=size.key_value_heads, max_position_embeddings=4096,
                          tie_word_embeddings=True, pad_token_id=0, bos_token_id=1, eos_token_id=2,
                          attn_implementation="eager")
     model = apply_lora(LlamaForCausalLM(config), LoraConfig(r=r, target_modules=LORA_TARGETS))
@@ -97,18 +112,32 @@ def synthetic_examples(n: int, vocab: int, min_len: int, max_len: int, seed: int
 
 # ------------------------------------------------------------------------------------------------ timing and memory
 class Stopwatch:
-    """Accumulates wall time under named labels: ``with sw("sketch"): ...``; ``sw.total["sketch"]`` in seconds."""
+    """Accumulates wall time under named labels: ``with sw("sketch"): ...``; ``sw.total["sketch"]`` in seconds.
 
-    def __init__(self) -> None:
+    ``sync`` runs before each clock reading (``torch.cuda.synchronize`` on a GPU, whose kernels run
+    asynchronously: without it the time of a step would be charged to whichever later step waits for it).
+    """
+
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
         self.total: dict[str, float] = {}
+        self.sync = sync or (lambda: None)
 
     @contextmanager
     def __call__(self, label: str) -> Iterator[None]:
+        self.sync()
         start = time.perf_counter()
         try:
             yield
         finally:
+            self.sync()
             self.total[label] = self.total.get(label, 0.0) + time.perf_counter() - start
+
+
+def device_sync(device: torch.device) -> Callable[[], None]:
+    """A function that waits for ``device``'s queued kernels (a no-op on CPU)."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -177,3 +206,39 @@ def fmt(value: object) -> str:
 def result_line(figures: dict[str, object]) -> str:
     """The last line a benchmark prints: ``key=value`` pairs separated by single spaces."""
     return " ".join(f"{key}={fmt(value)}" for key, value in figures.items())
+
+
+# ------------------------------------------------------------------------------------------------ GPU figures
+# Dense peak TFLOP/s (no sparsity) by GPU name and precision, from the vendors' data sheets. fp32 is the non-tensor
+# core figure: torch runs float32 matmuls without TF32 unless told otherwise.
+PEAK_TFLOPS = {
+    "H100 PCIe": {"bfloat16": 756.0, "float16": 756.0, "float32": 51.0},
+    "H100": {"bfloat16": 989.4, "float16": 989.4, "float32": 66.9},  # SXM; also H100 80GB HBM3
+    "H200": {"bfloat16": 989.4, "float16": 989.4, "float32": 66.9},
+    "A100": {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5},
+}
+
+
+def peak_tflops(device_name: str, precision: str) -> float:
+    """The dense peak of the GPU called ``device_name`` at ``precision``; 0.0 when it is not in the table."""
+    for key, peaks in PEAK_TFLOPS.items():  # most specific names first
+        if key in device_name:
+            return peaks[precision]
+    return 0.0
+
+
+def model_flops(size: ModelSize, batch_shapes: list[tuple[int, int]]) -> float:
+    """Matmul FLOPs of one forward and one activation backward over padded batches ``[(B, T), ...]``.
+
+    Base weights are frozen, so the backward computes input gradients only: ``2 P`` FLOPs per token forward and
+    ``2 P`` backward, with ``P`` = :meth:`ModelSize.linear_params` (``4 P T`` in all, where a full training step
+    is the usual ``6 P T``), less the input gradients of the first layer's q/k/v projections (their input, the
+    embedding, needs none). Eager attention adds ``4 T^2 h`` per layer and sequence forward (``Q K^T`` and
+    ``A V``) and twice that backward. LoRA's own matmuls (rank r) and elementwise work are left out, so the
+    fraction of peak derived from this is a lower bound (checked against torch's FLOP counter in the tests).
+    """
+    head_dim = size.hidden // size.heads
+    first_qkv = size.hidden * (size.hidden + 2 * size.key_value_heads * head_dim)
+    linear = sum((4 * size.linear_params() - 2 * first_qkv) * b * t for b, t in batch_shapes)
+    attention = sum(12 * size.layers * size.hidden * b * t * t for b, t in batch_shapes)
+    return float(linear + attention)

@@ -3,8 +3,10 @@
 Measured side by side in one run, on the same model, the same examples and the same length-bucketed batches:
 
 - ``ours``: :func:`inflow.gradients.per_example.per_example_grads` (one forward/backward per batch, hooks) ->
-  :func:`inflow.gradients.features.adam_features` -> :meth:`inflow.sketch.BlockSketch.project` (``--kind``,
-  default ``rademacher``, dim 8192). The sketch's share of this time is timed separately.
+  :func:`inflow.gradients.features.adam_features` -> :class:`inflow.sketch.groups.SketchGroups` over
+  :meth:`inflow.sketch.BlockSketch.project` (``--kind``, default ``rademacher``, dim 8192), as the features
+  stage runs it: a pass is one store chunk, its features gathered up to ``--group-mib`` per sketch call. The
+  sketch's share of this time is timed separately.
 - ``less_loop``: a LESS-style reference written here: one forward+backward per example (``torch.autograd.grad``
   on the LoRA parameters, unpadded), the same Adam feature, then a dense blocked Rademacher projection of the
   batch, its +-1/sqrt(d) matrices drawn with torch's RNG piece by piece on every call (what TRAK's
@@ -14,6 +16,11 @@ Measured side by side in one run, on the same model, the same examples and the s
 Each method runs once untimed (warm-up: allocator, sketch cache), then ``--repeats`` timed passes over all
 batches, the methods interleaved batch by batch so that load from other processes hits them alike; figures
 are mean times per pass. The last line holds the figures.
+
+On a GPU (``--device cuda``, with ``--precision bfloat16`` as the features stage's ``features.precision``; the
+``--size 1b`` model is Llama-3.2-1B-shaped) every method runs there under the same autocast, clocks are read
+after ``torch.cuda.synchronize``, and the last line adds model TFLOP/s and their fraction of the GPU's peak
+(:func:`_common.model_flops`, :func:`_common.peak_tflops`) and peak GPU memory.
 """
 
 from __future__ import annotations
@@ -24,26 +31,33 @@ from collections.abc import Callable
 
 import torch
 
-from _common import DEFAULT_SIZE, QUICK_SIZE, Stopwatch, apply_threads, machine, parser, result_line
-from _common import synthetic_examples, tiny_lora_model
+from _common import SIZES, Stopwatch, apply_threads, device_sync, machine, model_flops, parser, peak_tflops
+from _common import result_line, synthetic_examples, tiny_lora_model
 from inflow.data.batching import collate, length_batches
 from inflow.gradients.blocks import lora_blocks, lora_parameters
 from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import example_losses, per_example_grads
 from inflow.sketch import BlockSketch
 from inflow.sketch.block import allocate_dims
+from inflow.sketch.cache import MIB
+from inflow.sketch.groups import SketchGroups
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 REFERENCE_PIECE_COLS = 512  # output columns per generated piece of the reference's dense matrix
 EXTRA_KINDS = ("sparse_jl", "hadamard")
 
 
-def fake_adam_state(dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """AdamW moments ``m, v [D]`` of plausible size (as after a short warmup)."""
+def fake_adam_state(dim: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """AdamW moments ``m, v [D]`` of plausible size (as after a short warmup), on ``device``."""
     gen = torch.Generator().manual_seed(seed)
     exp_avg = torch.randn(dim, generator=gen) * 1e-3
     exp_avg_sq = torch.rand(dim, generator=gen) * 1e-6 + 1e-9
-    return exp_avg, exp_avg_sq
+    return exp_avg.to(device), exp_avg_sq.to(device)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """The features stage's autocast of the forward/backward (``dtype`` None: float32, disabled)."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 class Ours:
@@ -54,19 +68,34 @@ class Ours:
     """
 
     def __init__(self, model: torch.nn.Module, sketch: BlockSketch, state: tuple[torch.Tensor, torch.Tensor],
-                 watch: Stopwatch, extra: dict[str, BlockSketch] | None = None) -> None:
-        self.model, self.sketch, self.state, self.watch = model, sketch, state, watch
+                 watch: Stopwatch, rows_per_pass: int, group_bytes: int, amp: torch.dtype | None = None,
+                 extra: dict[str, BlockSketch] | None = None) -> None:
+        self.model, self.sketch, self.state, self.watch, self.amp = model, sketch, state, watch, amp
+        self.rows_per_pass, self.group_bytes = rows_per_pass, group_bytes
         self.extra = extra or {}
         self.pending: torch.Tensor | None = None
+        self._start_pass()
 
-    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        with self.watch("grads"):
+    def _start_pass(self) -> None:
+        self.groups = SketchGroups(self.sketch, torch.empty(self.rows_per_pass, self.sketch.out_dim),
+                                   self.group_bytes)
+        self.row = 0
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> None:
+        with self.watch("grads"), autocast(batch["input_ids"].device, self.amp):
             grads, _ = per_example_grads(self.model, batch)
         with self.watch("adam"):
             feats = adam_features(grads, *self.state, BETA1, BETA2, EPS)
         with self.watch("sketch"):
-            out = self.sketch.project(feats.float())
+            self.groups.add(range(self.row, self.row + feats.shape[0]), feats.float())
+        self.row += feats.shape[0]
         self.pending = feats
+
+    def finish_pass(self) -> torch.Tensor:
+        """Project the rows still gathered (the end of a chunk) and start the next pass."""
+        with self.watch("sketch"):
+            out = self.groups.finish()
+        self._start_pass()
         return out
 
     def run_extra(self) -> None:
@@ -82,8 +111,8 @@ class LessLoop:
     """LESS-style reference: a backward per example, then a dense Rademacher projection regenerated per call."""
 
     def __init__(self, model: torch.nn.Module, block_sizes: list[int], dim: int, seed: int,
-                 state: tuple[torch.Tensor, torch.Tensor]) -> None:
-        self.model, self.seed, self.state = model, seed, state
+                 state: tuple[torch.Tensor, torch.Tensor], amp: torch.dtype | None = None) -> None:
+        self.model, self.seed, self.state, self.amp = model, seed, state, amp
         self.params = [p for _, p in lora_parameters(model)]
         self.block_sizes = block_sizes
         self.out_dims = allocate_dims(block_sizes, dim)
@@ -92,8 +121,9 @@ class LessLoop:
         rows = []
         for b in range(batch["input_ids"].shape[0]):
             n = int(batch["attention_mask"][b].sum())
-            logits = self.model(input_ids=batch["input_ids"][b:b + 1, :n],
-                                attention_mask=batch["attention_mask"][b:b + 1, :n], use_cache=False).logits
+            with autocast(batch["input_ids"].device, self.amp):
+                logits = self.model(input_ids=batch["input_ids"][b:b + 1, :n],
+                                    attention_mask=batch["attention_mask"][b:b + 1, :n], use_cache=False).logits
             loss = example_losses(logits, batch["labels"][b:b + 1, :n])[0]
             found = torch.autograd.grad(loss, self.params)
             rows.append(torch.cat([g.reshape(-1) for g in found]))
@@ -104,8 +134,8 @@ class LessLoop:
         out, in_off = [], 0
         for b, (size, d) in enumerate(zip(self.block_sizes, self.out_dims)):
             xb = x[:, in_off:in_off + size]
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + b)
-            matrix = torch.empty(size, min(REFERENCE_PIECE_COLS, d))
+            gen = torch.Generator(device=x.device).manual_seed(self.seed * 1_000_003 + b)
+            matrix = torch.empty(size, min(REFERENCE_PIECE_COLS, d), device=x.device)
             for col in range(0, d, REFERENCE_PIECE_COLS):
                 cols = min(REFERENCE_PIECE_COLS, d - col)
                 piece = matrix[:, :cols].bernoulli_(0.5, generator=gen).mul_(2).sub_(1).mul_(d ** -0.5)
@@ -116,20 +146,22 @@ class LessLoop:
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.enable_grad():
             grads = self.grads(batch)
-        return self.project(adam_features(grads, *self.state, BETA1, BETA2, EPS))
+        return self.project(adam_features(grads, *self.state, BETA1, BETA2, EPS).float())
 
 
 class TrainStep:
     """A plain training step: forward + backward + AdamW on the LoRA parameters (train mode, LoRA dropout on)."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
+    def __init__(self, model: torch.nn.Module, amp: torch.dtype | None = None) -> None:
+        self.model, self.amp = model, amp
         self.optimizer = torch.optim.AdamW([p for _, p in lora_parameters(model)], lr=1e-4)
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> None:
         self.model.train()
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        example_losses(logits, batch["labels"]).mean().backward()
+        with autocast(batch["input_ids"].device, self.amp):
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = example_losses(logits, batch["labels"]).mean()
+        loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.model.eval()
@@ -137,12 +169,14 @@ class TrainStep:
 
 def interleaved_passes(methods: dict[str, Callable[[dict[str, torch.Tensor]], object]],
                        batches: list[dict[str, torch.Tensor]], repeats: int,
-                       after: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+                       after: Callable[[str], None] | None = None,
+                       sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
     """Per method, the wall time of each of ``repeats`` passes over ``batches``.
 
     Methods are interleaved batch by batch (order rotated from batch to batch), so a burst of load from other
     processes on a shared machine slows every method alike instead of one whole pass. ``after(name)`` runs,
-    untimed, after each call.
+    untimed, after each call; a method's ``finish_pass()``, if it has one, runs timed at the end of each pass.
+    ``sync`` runs before each clock reading (a GPU's queue is drained, so each method pays for its own kernels).
     """
     names = list(methods)
     times = {name: [0.0] * repeats for name in names}
@@ -150,66 +184,104 @@ def interleaved_passes(methods: dict[str, Callable[[dict[str, torch.Tensor]], ob
         for i, batch in enumerate(batches):
             k = (rep + i) % len(names)
             for name in names[k:] + names[:k]:
+                sync()
                 start = time.perf_counter()
                 methods[name](batch)
+                sync()
                 times[name][rep] += time.perf_counter() - start
                 if after is not None:
                     after(name)
+        for name in names:  # a method that gathers work across batches (ours' sketch groups) ends the pass
+            finish = getattr(methods[name], "finish_pass", None)
+            if finish is not None:
+                sync()
+                start = time.perf_counter()
+                finish()
+                sync()
+                times[name][rep] += time.perf_counter() - start
         print("  pass " + f"{rep + 1}/{repeats}: " + ", ".join(f"{n} {t[rep]:.2f} s" for n, t in times.items()),
               flush=True)
     return times
 
 
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0])
+    p.add_argument("--size", choices=sorted(SIZES), help="model shape (default: default; quick with --quick)")
     p.add_argument("--examples", type=int, help="number of examples (default 256, quick 64)")
+    p.add_argument("--min-len", type=int, help="shortest sequence (default 64, quick 32)")
+    p.add_argument("--max-len", type=int, help="longest sequence (default 256, quick 128)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--sketch-dim", type=int, default=8192)
     p.add_argument("--kind", default="rademacher", choices=("rademacher", "sparse_jl", "hadamard"))
     p.add_argument("--repeats", type=int, help="timed passes per method (default 3)")
     p.add_argument("--r", type=int, default=8, help="LoRA rank")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--group-mib", type=int, default=256,
+                   help="features gathered per sketch call (features.sketch_group_mib; 0: one batch a call)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (features.device)")
+    p.add_argument("--precision", default="float32", choices=sorted(PRECISIONS),
+                   help="autocast of the forward/backward (features.precision)")
+    p.add_argument("--peak-tflops", type=float, help="the GPU's peak TFLOP/s at --precision (default: looked up)")
     args = p.parse_args(argv)
     apply_threads(args.threads)
-    size = QUICK_SIZE if args.quick else DEFAULT_SIZE
+    device, amp = torch.device(args.device), PRECISIONS[args.precision]
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: torch sees no GPU (torch {torch.__version__}); use --device cpu")
+    size = SIZES[args.size or ("quick" if args.quick else "default")]
     n = args.examples or (64 if args.quick else 256)
-    lo, hi = (32, 128) if args.quick else (64, 256)
+    lo, hi = args.min_len or (32 if args.quick else 64), args.max_len or (128 if args.quick else 256)
     repeats = args.repeats or 3
     torch.manual_seed(args.seed)
 
-    model = tiny_lora_model(size, r=args.r, seed=args.seed)
+    model = tiny_lora_model(size, r=args.r, seed=args.seed).to(device)
     sizes = [b.size for b in lora_blocks(model)]
-    state = fake_adam_state(sum(sizes), args.seed)
+    state = fake_adam_state(sum(sizes), args.seed, device)
     rows = synthetic_examples(n, size.vocab, lo, hi, seed=args.seed)
-    batches = [collate([rows[i] for i in idx], pad_id=0) for idx in length_batches([len(r) for r in rows],
-                                                                                     args.batch_size)]
+    batches = [{k: v.to(device) for k, v in collate([rows[i] for i in idx], pad_id=0).items()}
+               for idx in length_batches([len(r) for r in rows], args.batch_size)]
     tokens = sum(len(r) for r in rows)
     padded = sum(b["input_ids"].numel() for b in batches)
     print(f"model {size}, LoRA r={args.r} on q/k/v/o: D={sum(sizes)} in {len(sizes)} blocks; {n} examples, "
           f"{tokens} tokens ({padded} with padding), {len(batches)} batches of <= {args.batch_size}; "
-          f"sketch {args.kind} dim {args.sketch_dim}; {machine()}", flush=True)
+          f"sketch {args.kind} dim {args.sketch_dim}; {args.device} {args.precision}; {machine()}", flush=True)
 
-    watch = Stopwatch()
-    sketch = BlockSketch(args.kind, args.seed, sizes, args.sketch_dim)
+    sync = device_sync(device)
+    watch = Stopwatch(sync)
+    sketch = BlockSketch(args.kind, args.seed, sizes, args.sketch_dim, device)
     cold_start = time.perf_counter()
-    sketch.project(torch.zeros(1, sum(sizes)))
+    sketch.project(torch.zeros(1, sum(sizes), device=device))
+    sync()
     sketch_cold = time.perf_counter() - cold_start  # first call: generates (and caches) the random pieces
-    extra = {} if args.kind != "rademacher" else {k: BlockSketch(k, args.seed, sizes, args.sketch_dim)
+    extra = {} if args.kind != "rademacher" else {k: BlockSketch(k, args.seed, sizes, args.sketch_dim, device)
                                                    for k in EXTRA_KINDS}
-    ours = Ours(model, sketch, state, watch, extra)
-    methods = {"ours": ours, "less_loop": LessLoop(model, sizes, args.sketch_dim, args.seed, state),
-               "train_step": TrainStep(model)}
+    ours = Ours(model, sketch, state, watch, n, args.group_mib * MIB, amp, extra)
+    methods = {"ours": ours, "less_loop": LessLoop(model, sizes, args.sketch_dim, args.seed, state, amp),
+               "train_step": TrainStep(model, amp)}
     for method in methods.values():  # warm-up: one batch each, untimed (allocator, sketch caches)
         method(batches[0])
+    ours.finish_pass()
     ours.run_extra()
     watch.total.clear()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
-    times = interleaved_passes(methods, batches, repeats, after=lambda name: ours.run_extra())
+    times = interleaved_passes(methods, batches, repeats, after=lambda name: ours.run_extra(), sync=sync)
     parts = {k: v / repeats for k, v in watch.total.items()}  # mean seconds per pass inside ours
     print("  ours, mean per pass: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()), flush=True)
     figures = summarize(times, parts, n, tokens, list(extra))
-    figures.update({"sketch_kind": args.kind, "sketch_cold_s": sketch_cold, "examples": n, "tokens": tokens,
-                    "repeats": repeats, "threads": torch.get_num_threads(), "quick": args.quick})
+    if device.type == "cuda":
+        flops = model_flops(size, [tuple(b["input_ids"].shape) for b in batches])
+        peak = args.peak_tflops or peak_tflops(torch.cuda.get_device_name(device), args.precision)
+        ours_tflops = flops / (sum(times["ours"]) / repeats) / 1e12
+        figures.update({"ours_model_tflops": ours_tflops, "peak_tflops": peak,
+                        "fraction_of_peak": ours_tflops / peak if peak else float("nan"),
+                        "gpu_peak_mem_gib": torch.cuda.max_memory_allocated(device) / (1 << 30)})
+    figures.update({"sketch_kind": args.kind, "group_mib": args.group_mib, "sketch_cold_s": sketch_cold,
+                    "examples": n, "tokens": tokens, "repeats": repeats, "threads": torch.get_num_threads(),
+                    "device": args.device, "precision": args.precision, "size": args.size or "", "quick": args.quick})
     print(result_line(figures), flush=True)
 
 

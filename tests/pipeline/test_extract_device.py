@@ -55,3 +55,15 @@ def test_device_and_precision_settings() -> None:
     with pytest.raises(ConfigError, match="features.precision"):
         params_from_dict({"features": {"precision": "int8"}})
     assert params_from_dict({"features": {"device": "cuda:1", "precision": "bfloat16"}}).features.device == "cuda:1"
+
+
+def test_select_device_setting() -> None:
+    """select.device (where LESS's scoring matmuls run) is checked like features.device, and named in errors."""
+    with pytest.raises(ConfigError, match="select.device.*cpu, cuda, cuda:N or auto"):
+        params_from_dict({"select": {"device": "gpu0"}})
+    assert params_from_dict({"select": {"device": "auto"}}).select.device == "auto"
+    if not torch.cuda.is_available():
+        with pytest.raises(InflowError, match="select.device is 'cuda'"):
+            resolve_device("cuda", "select.device")
+    with pytest.raises(ConfigError, match="features.sketch_group_mib"):
+        params_from_dict({"features": {"sketch_group_mib": -1}})

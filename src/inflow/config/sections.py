@@ -11,6 +11,11 @@ from typing import Literal
 from inflow.config.loader import require
 
 
+def is_device(value: str) -> bool:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a torch device name, or cuda-when-visible)."""
+    return value in ("cpu", "cuda", "auto") or (value.startswith("cuda:") and value[5:].isdigit())
+
+
 @dataclass(frozen=True)
 class BenchmarkConfig:
     """The built-in synthetic benchmark (``prepare`` stage)."""
@@ -161,15 +166,17 @@ class FeaturesConfig:
     device: str = "cpu"
     # autocast dtype of the forward/backward: float32 (none), bfloat16 or float16 (GPU); the store records it
     precision: Literal["float32", "bfloat16", "float16"] = "float32"
+    # MiB of unprojected features gathered (within a chunk) before one sketch call: the dense sketch streams its
+    # matrix once per call, so a call on many rows costs far less per row than one per batch; 0: one batch a call
+    sketch_group_mib: int = 256
 
     def __post_init__(self) -> None:
-        require(self.device in ("cpu", "cuda", "auto") or (self.device.startswith("cuda:")
-                                                            and self.device[5:].isdigit()),
-                "device", f"must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        require(is_device(self.device), "device", f"must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
         require(self.chunk_rows >= 1, "chunk_rows", "must be at least 1")
         require(self.threads >= 0, "threads", "must be >= 0 (0: torch's default)")
         require(self.workers >= 1, "workers", "must be at least 1")
+        require(self.sketch_group_mib >= 0, "sketch_group_mib", "must be >= 0 (0: project each batch on its own)")
         address = self.dask_address
         require(address in ("", "local") or (":" in address and not any(c.isspace() for c in address)),
                 "dask_address", f"must be '', 'local' or a Dask scheduler address like tcp://host:8786, got "
@@ -186,8 +193,11 @@ class SelectConfig:
     # how LESS turns per-subtask scores into a selection: round_robin (each subtask in turn takes its best
     # unselected row) or max (the paper's rule: top k of the max over subtasks); docs/architecture.md
     subtask_rule: Literal["round_robin", "max"] = "round_robin"
+    # where LESS's scoring matmuls run (the store is streamed from disk either way): cpu, cuda, cuda:N or auto
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        require(is_device(self.device), "device", f"must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         require(0.0 < self.fraction <= 1.0, "fraction", "must lie in (0, 1]")
         require(self.count >= 0, "count", "must be >= 0 (0 means: use fraction)")
 

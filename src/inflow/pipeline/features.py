@@ -50,6 +50,8 @@ from inflow.models.loading import load_causal_lm, model_fingerprint, resolve_mod
 from inflow.models.tokenizer import load_tokenizer
 from inflow.paths import POOL_SPLIT, store_path
 from inflow.sketch import BlockSketch
+from inflow.sketch.cache import MIB
+from inflow.sketch.groups import DEFAULT_GROUP_BYTES, SketchGroups
 from inflow.store import GradientStore, RowManifest, StoreAttrs, row_hash
 from inflow.training.checkpoint import find_checkpoints, load_adam_state, load_adapter_into
 
@@ -81,6 +83,7 @@ class FeatureJob:
     threads: int = 1  # torch intra-op threads while extracting (0: leave torch's setting)
     device: str = "cpu"  # cpu, cuda, cuda:N or auto
     precision: str = "float32"  # autocast dtype of the forward/backward (float32: no autocast)
+    sketch_group_mib: int = 256  # unprojected features gathered before one sketch call (within a chunk)
 
     @property
     def feature_kind(self) -> str:
@@ -125,6 +128,7 @@ def plan_jobs(cfg: FeaturesConfig, sketch: SketchConfig, data: DataConfig, split
                    max_seq_len=data.max_seq_len, batch_size=cfg.batch_size, chunk_rows=cfg.chunk_rows,
                    dtype=cfg.dtype, eps_inside_sqrt=cfg.adam_eps_inside_sqrt, sketch_kind=sketch.kind,
                    sketch_dim=sketch.dim, sketch_seed=sketch.seed, threads=cfg.threads,
+                   sketch_group_mib=cfg.sketch_group_mib,
                    device=cfg.device, precision=cfg.precision)
         for ckpt in checkpoints for task in tasks
     ]
@@ -269,9 +273,14 @@ def remove_stale_stores(split_dir: str | Path, jobs: Sequence[FeatureJob]) -> li
     return [str(p) for p in stale]
 
 
-def featurize(ctx: _Context, rows: list[Encoded], batch_size: int, eps_inside_sqrt: bool) -> torch.Tensor:
-    """Sketched features of ``rows`` in row order: [len(rows), sketch.out_dim] float32."""
-    out = torch.empty(len(rows), ctx.sketch.out_dim)
+def featurize(ctx: _Context, rows: list[Encoded], batch_size: int, eps_inside_sqrt: bool,
+              group_bytes: int = DEFAULT_GROUP_BYTES) -> torch.Tensor:
+    """Sketched features of ``rows`` in row order: [len(rows), sketch.out_dim] float32.
+
+    The features of consecutive batches are projected together, up to ``group_bytes`` (see
+    :mod:`inflow.sketch.groups`); ``rows`` is one chunk, so the groups depend on the chunk alone.
+    """
+    groups = SketchGroups(ctx.sketch, torch.empty(len(rows), ctx.sketch.out_dim), group_bytes)
     for batch_idx in length_batches([len(r) for r in rows], batch_size):
         batch = collate([rows[i] for i in batch_idx], ctx.pad_id)
         # autocast covers the forward/backward only; per-example grads, Adam and sketch run in float32
@@ -280,17 +289,17 @@ def featurize(ctx: _Context, rows: list[Encoded], batch_size: int, eps_inside_sq
         if ctx.adam is not None:
             a = ctx.adam
             grads = adam_features(grads, a.exp_avg, a.exp_avg_sq, a.beta1, a.beta2, a.eps, eps_inside_sqrt)
-        out[batch_idx] = ctx.sketch.project(grads.float()).cpu()
-    return out
+        groups.add(batch_idx, grads.float())
+    return groups.finish()
 
 
-def resolve_device(device: str) -> torch.device:
-    """``features.device`` as a torch device: ``auto`` is cuda when a GPU is visible, else cpu."""
+def resolve_device(device: str, key: str = "features.device") -> torch.device:
+    """A device setting (``key``) as a torch device: ``auto`` is cuda when a GPU is visible, else cpu."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InflowError(f"features.device is {device!r} but torch sees no GPU (torch {torch.__version__}, "
-                          f"CUDA build: {torch.version.cuda}); set features.device: cpu or auto")
+        raise InflowError(f"{key} is {device!r} but torch sees no GPU (torch {torch.__version__}, "
+                          f"CUDA build: {torch.version.cuda}); set {key}: cpu or auto")
     return torch.device(device)
 
 
@@ -322,7 +331,7 @@ def extract_chunk(job: FeatureJob, chunk: int) -> int:
                                  "features stage (it reopens the store against the current data).")
     rows = [ctx.rows[ctx.index[i]] for i in wanted.ids]
     with torch_threads(job.threads):
-        feats = featurize(ctx, rows, job.batch_size, job.eps_inside_sqrt)
+        feats = featurize(ctx, rows, job.batch_size, job.eps_inside_sqrt, job.sketch_group_mib * MIB)
     store.write_chunk(chunk, feats.numpy(), list(wanted.ids))
     return len(rows)
 

@@ -15,7 +15,7 @@ from inflow.data.pool import load_pool
 from inflow.data.targets import load_target_tasks
 from inflow.methods.less import checkpoint_weights, less_scores, subtask_means
 from inflow.paths import POOL_SPLIT, selection_dir, store_path
-from inflow.pipeline.features import checkpoints_for
+from inflow.pipeline.features import checkpoints_for, resolve_device
 from inflow.selection import full_selection, random_selection, round_robin, selection_size, top_k, write_selection
 from inflow.selection.outputs import ALL_TARGETS
 from inflow.store import GradientStore
@@ -42,7 +42,8 @@ def run_less(select: SelectConfig, features: FeaturesConfig, data: DataConfig, w
     per_checkpoint = {t.name: [_val_means(t, c.name) for c in checkpoints] for t in tasks}
     subtask_names = {t: found[0][0] for t, found in per_checkpoint.items()}  # sorted names, same at every checkpoint
     means = {t: [m for _, m in found] for t, found in per_checkpoint.items()}
-    per_subtask = less_scores(train, means, weights, per_subtask=True)
+    device = resolve_device(select.device, "select.device")
+    per_subtask = less_scores(train, means, weights, device=device, per_subtask=True)
     scores = {t: s.max(axis=1) for t, s in per_subtask.items()}  # LESS's score: the max over subtasks
     ids = train[0].example_ids()
     pool = load_pool(data.pool)

@@ -1,0 +1,51 @@
+"""The benchmark scripts' own arithmetic: the FLOP model of the GPU figures, the peak table, and a smoke run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from _common import QUICK_SIZE, SIZES, model_flops, peak_tflops, tiny_lora_model  # noqa: E402
+
+
+def test_model_flops_matches_torch_flop_counter() -> None:
+    """Forward + backward with frozen base weights, counted by torch, against ``model_flops`` (LoRA excluded)."""
+    model = tiny_lora_model(QUICK_SIZE, r=2, seed=0)
+    ids = torch.randint(3, QUICK_SIZE.vocab, (3, 40))
+    with FlopCounterMode(display=False) as counter:
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        logits.float().logsumexp(-1).sum().backward()
+    counted = counter.get_total_flops()
+    estimate = model_flops(QUICK_SIZE, [(3, 40)])
+    # the counter also sees the rank-2 LoRA matmuls (forward, input and weight grads), a few % on top
+    assert estimate <= counted <= 1.06 * estimate
+
+
+def test_the_1b_shape_has_a_billion_parameters() -> None:
+    assert 0.95e9 < SIZES["1b"].linear_params() < 1.1e9
+
+
+def test_peak_table() -> None:
+    assert peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == pytest.approx(989.4)
+    assert peak_tflops("NVIDIA H100 PCIe", "bfloat16") == pytest.approx(756.0)
+    assert peak_tflops("NVIDIA H200", "float32") == pytest.approx(66.9)
+    assert peak_tflops("Some Other GPU", "bfloat16") == 0.0
+
+
+@pytest.mark.slow
+def test_extract_benchmark_runs_and_prints_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    import extract
+
+    extract.main(["--quick", "--examples", "8", "--repeats", "1", "--sketch-dim", "512", "--max-len", "48"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    figures = dict(pair.split("=", 1) for pair in last.split())
+    for key in ("speedup_vs_less_loop", "ratio_vs_train_step", "sketch_share"):
+        assert float(figures[key]) > 0
+    assert 0 < float(figures["sketch_share"]) < 1
