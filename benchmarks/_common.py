@@ -227,18 +227,23 @@ def peak_tflops(device_name: str, precision: str) -> float:
     return 0.0
 
 
-def model_flops(size: ModelSize, batch_shapes: list[tuple[int, int]]) -> float:
+def model_flops(size: ModelSize, batch_shapes: list[tuple[int, int]], head_positions: list[int] | None = None) -> float:
     """Matmul FLOPs of one forward and one activation backward over padded batches ``[(B, T), ...]``.
 
     Base weights are frozen, so the backward computes input gradients only: ``2 P`` FLOPs per token forward and
     ``2 P`` backward, with ``P`` = :meth:`ModelSize.linear_params` (``4 P T`` in all, where a full training step
     is the usual ``6 P T``), less the input gradients of the first layer's q/k/v projections (their input, the
-    embedding, needs none). Eager attention adds ``4 T^2 h`` per layer and sequence forward (``Q K^T`` and
-    ``A V``) and twice that backward. LoRA's own matmuls (rank r) and elementwise work are left out, so the
-    fraction of peak derived from this is a lower bound (checked against torch's FLOP counter in the tests).
+    embedding, needs none). ``head_positions[i]``: the positions of batch i whose logits are computed (default
+    all ``T``; the extraction computes them at answer positions only). Eager attention adds ``4 T^2 h`` per layer
+    and sequence forward (``Q K^T`` and ``A V``) and twice that backward. LoRA's own matmuls (rank r) and
+    elementwise work are left out, so the fraction of peak derived from this is a lower bound (checked against
+    torch's FLOP counter in the tests).
     """
     head_dim = size.hidden // size.heads
     first_qkv = size.hidden * (size.hidden + 2 * size.key_value_heads * head_dim)
-    linear = sum((4 * size.linear_params() - 2 * first_qkv) * b * t for b, t in batch_shapes)
+    head = size.vocab * size.hidden
+    kept = head_positions or [t for _, t in batch_shapes]
+    body = 4 * (size.linear_params() - head) - 2 * first_qkv
+    linear = sum(body * b * t + 4 * head * b * p for (b, t), p in zip(batch_shapes, kept))
     attention = sum(12 * size.layers * size.hidden * b * t * t for b, t in batch_shapes)
     return float(linear + attention)

@@ -36,7 +36,7 @@ from _common import result_line, synthetic_examples, tiny_lora_model
 from inflow.data.batching import collate, length_batches
 from inflow.gradients.blocks import lora_blocks, lora_parameters
 from inflow.gradients.features import adam_features
-from inflow.gradients.per_example import example_losses, per_example_grads
+from inflow.gradients.per_example import answer_positions, example_losses, per_example_grads
 from inflow.sketch import BlockSketch
 from inflow.sketch.block import allocate_dims
 from inflow.sketch.cache import MIB
@@ -273,7 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     print("  ours, mean per pass: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()), flush=True)
     figures = summarize(times, parts, n, tokens, list(extra))
     if device.type == "cuda":
-        flops = model_flops(size, [tuple(b["input_ids"].shape) for b in batches])
+        flops = model_flops(size, [tuple(b["input_ids"].shape) for b in batches],
+                            [answer_positions(b["labels"]).numel() for b in batches])
         peak = args.peak_tflops or peak_tflops(torch.cuda.get_device_name(device), args.precision)
         ours_tflops = flops / (sum(times["ours"]) / repeats) / 1e12
         figures.update({"ours_model_tflops": ours_tflops, "peak_tflops": peak,

@@ -14,6 +14,8 @@ sys.path.insert(0, str(BENCHMARKS))
 
 from _common import QUICK_SIZE, SIZES, model_flops, peak_tflops, tiny_lora_model  # noqa: E402
 
+from inflow.gradients.per_example import answer_positions, per_example_grads  # noqa: E402
+
 
 def test_model_flops_matches_torch_flop_counter() -> None:
     """Forward + backward with frozen base weights, counted by torch, against ``model_flops`` (LoRA excluded)."""
@@ -26,6 +28,20 @@ def test_model_flops_matches_torch_flop_counter() -> None:
     estimate = model_flops(QUICK_SIZE, [(3, 40)])
     # the counter also sees the rank-2 LoRA matmuls (forward, input and weight grads), a few % on top
     assert estimate <= counted <= 1.06 * estimate
+
+
+def test_model_flops_counts_the_lm_head_on_kept_positions() -> None:
+    """The extraction's forward/backward (logits at answer positions only), counted by torch."""
+    model = tiny_lora_model(QUICK_SIZE, r=2, seed=0)
+    ids = torch.randint(3, QUICK_SIZE.vocab, (2, 30))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    batch["labels"] = torch.where(torch.arange(30) >= 20, batch["input_ids"], -100)
+    with FlopCounterMode(display=False) as counter:
+        per_example_grads(model, batch)
+    kept = answer_positions(batch["labels"]).numel()
+    estimate = model_flops(QUICK_SIZE, [(2, 30)], [kept])
+    assert kept == 10 and estimate <= counter.get_total_flops() <= 1.06 * estimate
+    assert estimate < model_flops(QUICK_SIZE, [(2, 30)])
 
 
 def test_the_1b_shape_has_a_billion_parameters() -> None:

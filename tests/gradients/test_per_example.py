@@ -16,7 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 from inflow.errors import InflowError
 from inflow.gradients.blocks import lora_parameters
-from inflow.gradients.per_example import example_losses, per_example_grads, per_example_grads_loop
+from inflow.gradients.per_example import answer_positions, example_losses, per_example_grads, per_example_grads_loop
 
 VOCAB = 97
 QV = ("q_proj", "v_proj")
@@ -110,6 +110,44 @@ def test_example_losses_is_mean_answer_token_cross_entropy() -> None:
     log_probs = torch.log_softmax(logits, dim=-1)
     expected = [-(log_probs[0, 0, 3] + log_probs[0, 1, 4]) / 2, -log_probs[1, 3, 6]]
     assert torch.allclose(example_losses(logits, labels), torch.stack(expected), atol=1e-12)
+
+
+def test_answer_positions_are_those_predicting_a_label_in_some_row() -> None:
+    labels = torch.tensor([[-100, -100, 5, 6, -100, -100], [-100, -100, -100, -100, -100, 9]])
+    assert answer_positions(labels).tolist() == [1, 2, 4]
+
+
+def test_lm_head_runs_on_answer_positions_only() -> None:
+    model = tiny_lora("llama")
+    batch = make_batch(LENGTHS, width=16)
+    seen: list[tuple[int, ...]] = []
+    head = model.get_base_model().lm_head
+    handle = head.register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
+    try:
+        per_example_grads(model, batch)
+    finally:
+        handle.remove()
+    kept = answer_positions(batch["labels"]).numel()
+    assert seen == [(len(LENGTHS), kept, 32)] and kept < 16
+
+
+class _NoLogitsToKeep(torch.nn.Module):
+    """A causal LM whose forward has no ``logits_to_keep`` (as some custom models): full logits are used."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, use_cache: bool = False):  # noqa: ANN201
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+
+def test_models_without_logits_to_keep_get_the_same_gradients() -> None:
+    model = tiny_lora("qwen2")
+    batch = make_batch(LENGTHS)
+    kept, kept_losses = per_example_grads(model, batch)
+    full, full_losses = per_example_grads(_NoLogitsToKeep(model), batch)
+    assert (kept - full).abs().max() < 1e-12 and (kept_losses - full_losses).abs().max() < 1e-12
 
 
 def test_an_example_batched_or_alone_has_the_same_gradient() -> None:

@@ -16,6 +16,8 @@ Use :func:`per_example_grads` for extraction. It supports any set of LoRA target
 
 from __future__ import annotations
 
+import inspect
+
 import logging
 import threading
 import weakref
@@ -56,19 +58,41 @@ def example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
         raise ValueError(f"logits must be [B, T, V] and labels [B, T]; got {tuple(logits.shape)} "
                          f"and {tuple(labels.shape)}")
-    shift_logits = logits[:, :-1]
-    shift_labels = labels[:, 1:]
-    if shift_logits.dtype not in (torch.float32, torch.float64):
-        shift_logits = shift_logits.float()
-    counts = (shift_labels != IGNORE).sum(dim=1)
+    return aligned_losses(logits[:, :-1], labels[:, 1:])
+
+
+def aligned_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-example loss ``[B]`` from logits already aligned with the tokens they predict.
+
+    ``logits [B, P, V]``, ``targets [B, P]`` (``-100``: not scored): loss_b = mean over scored p of
+    CE(logits[b, p], targets[b, p]). :func:`example_losses` is this on ``logits[:, :-1]``, ``labels[:, 1:]``.
+    """
+    if logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()
+    counts = (targets != IGNORE).sum(dim=1)
     empty = torch.nonzero(counts == 0).flatten().tolist()
     if empty:
         raise ValueError(f"examples at batch rows {empty} have no answer token after the shift (every label "
                          "is -100, or only the first token is labelled): drop such examples before computing "
                          "losses (rendering drops examples whose answer was truncated away)")
-    token_losses = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                                   ignore_index=IGNORE, reduction="none").view(shift_labels.shape)
+    token_losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                   ignore_index=IGNORE, reduction="none").view(targets.shape)
     return token_losses.sum(dim=1) / counts.to(token_losses.dtype)
+
+
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Positions ``t`` [P] whose logits predict an answer token in some row: ``labels[b, t + 1] != -100``.
+
+    Only these logits enter a loss, so the LM head (``[h, V]``, the largest matmul of a small model, 2-4 GB of
+    float32 logits per batch for a 128k vocabulary) runs on them alone.
+    """
+    return torch.nonzero((labels[:, 1:] != IGNORE).any(dim=0)).flatten()
+
+
+def _keeps_logits(model: torch.nn.Module) -> bool:
+    """Whether the (base) model's forward takes ``logits_to_keep`` (transformers' causal LMs do)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,8 +149,14 @@ def _run_hooked(model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear
     handles = [module.register_forward_hook(on_forward(name, module)) for name, module in modules]
     try:
         with _eval_mode(model), torch.enable_grad():
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-            losses = example_losses(logits, labels)
+            if _keeps_logits(model):  # logits at answer positions only: same losses, less LM-head work
+                keep = answer_positions(labels)
+                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                               logits_to_keep=keep).logits
+                losses = aligned_losses(logits, labels[:, keep + 1])
+            else:
+                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+                losses = example_losses(logits, labels)
             idle = [name for name, count in calls.items() if count == 0]
             if idle:
                 raise InflowError(f"LoRA modules {idle[:3]} did not run in the forward pass (merged or inactive "
