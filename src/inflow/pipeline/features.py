@@ -14,7 +14,8 @@ result does not depend on how many workers there are or in which order chunks ru
 
 Bit-identity: a store's bytes are a function of its job (model, checkpoint, data, settings), whatever the
 order, number or placement of the processes that filled it, given the same hardware and software and the
-same ``features.threads`` (torch's CPU kernels sum in a thread-count-dependent order).
+same ``features.threads`` (torch's CPU kernels sum in a thread-count-dependent order) and the same
+``features.batch_size`` and ``features.sketch_group_mib`` (BLAS picks its kernel by the number of rows).
 """
 
 from __future__ import annotations
