@@ -34,6 +34,7 @@ import torch
 from _common import SIZES, Stopwatch, apply_threads, device_sync, machine, model_flops, parser, peak_tflops
 from _common import result_line, synthetic_examples, tiny_lora_model
 from inflow.data.batching import collate, length_batches
+from inflow.devices import autocast, autocast_dtype, resolve_device
 from inflow.gradients.blocks import lora_blocks, lora_parameters
 from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import answer_positions, example_losses, per_example_grads
@@ -41,6 +42,7 @@ from inflow.sketch import BlockSketch
 from inflow.sketch.block import allocate_dims
 from inflow.sketch.cache import MIB
 from inflow.sketch.groups import SketchGroups
+from inflow.store.attrs import PRECISIONS
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 REFERENCE_PIECE_COLS = 512  # output columns per generated piece of the reference's dense matrix
@@ -53,11 +55,6 @@ def fake_adam_state(dim: int, seed: int, device: torch.device) -> tuple[torch.Te
     exp_avg = torch.randn(dim, generator=gen) * 1e-3
     exp_avg_sq = torch.rand(dim, generator=gen) * 1e-6 + 1e-9
     return exp_avg.to(device), exp_avg_sq.to(device)
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
-    """The features stage's autocast of the forward/backward (``dtype`` None: float32, disabled)."""
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 class Ours:
@@ -204,9 +201,6 @@ def interleaved_passes(methods: dict[str, Callable[[dict[str, torch.Tensor]], ob
     return times
 
 
-PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--size", choices=sorted(SIZES), help="model shape (default: default; quick with --quick)")
@@ -222,14 +216,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--group-mib", type=int, default=256,
                    help="features gathered per sketch call (features.sketch_group_mib; 0: one batch a call)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (features.device)")
-    p.add_argument("--precision", default="float32", choices=sorted(PRECISIONS),
+    p.add_argument("--precision", default="float32", choices=PRECISIONS,
                    help="autocast of the forward/backward (features.precision)")
     p.add_argument("--peak-tflops", type=float, help="the GPU's peak TFLOP/s at --precision (default: looked up)")
     args = p.parse_args(argv)
     apply_threads(args.threads)
-    device, amp = torch.device(args.device), PRECISIONS[args.precision]
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: torch sees no GPU (torch {torch.__version__}); use --device cpu")
+    device = resolve_device(args.device, "--device")
+    amp = autocast_dtype(args.precision, device)
     size = SIZES[args.size or ("quick" if args.quick else "default")]
     n = args.examples or (64 if args.quick else 256)
     lo, hi = args.min_len or (32 if args.quick else 64), args.max_len or (128 if args.quick else 256)

@@ -17,7 +17,6 @@ Use :func:`per_example_grads` for extraction. It supports any set of LoRA target
 from __future__ import annotations
 
 import inspect
-
 import logging
 import threading
 import weakref

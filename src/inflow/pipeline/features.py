@@ -43,6 +43,7 @@ from inflow.data.batching import Encoded, collate, length_batches
 from inflow.data.pool import load_pool
 from inflow.data.render import encode_pool, encode_targets
 from inflow.data.targets import load_target_tasks
+from inflow.devices import autocast, autocast_dtype, resolve_device
 from inflow.errors import InflowError, StoreMismatchError
 from inflow.gradients.blocks import lora_blocks, lora_parameters
 from inflow.gradients.features import adam_features
@@ -84,7 +85,7 @@ class FeatureJob:
     threads: int = 1  # torch intra-op threads while extracting (0: leave torch's setting)
     device: str = "cpu"  # cpu, cuda, cuda:N or auto
     precision: str = "float32"  # autocast dtype of the forward/backward (float32: no autocast)
-    sketch_group_mib: int = 256  # unprojected features gathered before one sketch call (within a chunk)
+    sketch_group_mib: int = DEFAULT_GROUP_BYTES // MIB  # features gathered per sketch call (within a chunk)
 
     @property
     def feature_kind(self) -> str:
@@ -275,7 +276,7 @@ def remove_stale_stores(split_dir: str | Path, jobs: Sequence[FeatureJob]) -> li
 
 
 def featurize(ctx: _Context, rows: list[Encoded], batch_size: int, eps_inside_sqrt: bool,
-              group_bytes: int = DEFAULT_GROUP_BYTES) -> torch.Tensor:
+              group_bytes: int) -> torch.Tensor:
     """Sketched features of ``rows`` in row order: [len(rows), sketch.out_dim] float32.
 
     The features of consecutive batches are projected together, up to ``group_bytes`` (see
@@ -285,32 +286,13 @@ def featurize(ctx: _Context, rows: list[Encoded], batch_size: int, eps_inside_sq
     for batch_idx in length_batches([len(r) for r in rows], batch_size):
         batch = collate([rows[i] for i in batch_idx], ctx.pad_id)
         # autocast covers the forward/backward only; per-example grads, Adam and sketch run in float32
-        with torch.autocast(ctx.device.type, dtype=ctx.autocast, enabled=ctx.autocast is not None):
+        with autocast(ctx.device, ctx.autocast):
             grads, _losses = per_example_grads(ctx.model, batch)
         if ctx.adam is not None:
             a = ctx.adam
             grads = adam_features(grads, a.exp_avg, a.exp_avg_sq, a.beta1, a.beta2, a.eps, eps_inside_sqrt)
         groups.add(batch_idx, grads.float())
     return groups.finish()
-
-
-def resolve_device(device: str, key: str = "features.device") -> torch.device:
-    """A device setting (``key``) as a torch device: ``auto`` is cuda when a GPU is visible, else cpu."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InflowError(f"{key} is {device!r} but torch sees no GPU (torch {torch.__version__}, "
-                          f"CUDA build: {torch.version.cuda}); set {key}: cpu or auto")
-    return torch.device(device)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``features.precision`` (None: float32, no autocast)."""
-    if precision == "float32":
-        return None
-    if precision == "float16" and device.type == "cpu":
-        raise InflowError("features.precision float16 is for GPUs; on CPU use bfloat16 or float32")
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
 
 
 def extract_chunk(job: FeatureJob, chunk: int) -> int:

@@ -13,9 +13,10 @@ import polars as pl
 from inflow.config import DataConfig, FeaturesConfig, SelectConfig
 from inflow.data.pool import load_pool
 from inflow.data.targets import load_target_tasks
+from inflow.devices import resolve_device
 from inflow.methods.less import checkpoint_weights, less_scores, subtask_means
 from inflow.paths import POOL_SPLIT, selection_dir, store_path
-from inflow.pipeline.features import checkpoints_for, resolve_device
+from inflow.pipeline.features import checkpoints_for
 from inflow.selection import full_selection, random_selection, round_robin, selection_size, top_k, write_selection
 from inflow.selection.outputs import ALL_TARGETS
 from inflow.store import GradientStore
