@@ -68,7 +68,7 @@ def build_inputs(root: Path, rows: int, chunk_rows: int, batch_size: int, sketch
     from inflow.data.render import encode_pool
     from inflow.models.factory import build_tiny_model, save_model
     from inflow.models.loading import apply_lora, load_causal_lm
-    from inflow.models.tokenizer import train_tokenizer
+    from inflow.models.tokenizer import pad_token_id, train_tokenizer
     from inflow.pipeline.features import FeatureJob
     from inflow.training.loop import train_lora
 
@@ -79,10 +79,10 @@ def build_inputs(root: Path, rows: int, chunk_rows: int, batch_size: int, sketch
     max_seq_len = 256
     model_dir = save_model(build_tiny_model(ModelConfig(seed=seed, **size), tokenizer, max_seq_len), tokenizer,
                            root / "model")
-    encoded, _ = encode_pool(frame, tokenizer, max_seq_len)
+    encoded, _ = encode_pool(frame, tokenizer, max_seq_len)  # LESS labels (data.label_newline default)
     warm = TrainConfig(epochs=1, lr=1e-3, batch_size=8, seed=seed, lora=LoraConfig(r=8, dropout=0.0))
     model = apply_lora(load_causal_lm(model_dir), warm.lora)
-    result = train_lora(model, encoded[: min(len(encoded), 32)], warm, tokenizer.pad_token_id, root / "warmup",
+    result = train_lora(model, encoded[: min(len(encoded), 32)], warm, pad_token_id(tokenizer), root / "warmup",
                         desc="warmup")
     job = FeatureJob(checkpoint=str(result.checkpoints[-1]), base_model=str(model_dir), split="pool", task=None,
                      store="", pool=str(pool), targets="", max_seq_len=max_seq_len, batch_size=batch_size,

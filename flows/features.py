@@ -19,6 +19,7 @@ import tasks
 from flows.common import cli, load
 from inflow import paths
 from inflow.config import FeaturesConfig
+from inflow.data.targets import validate_targets
 from inflow.pipeline.features import FeatureJob, job_summary, plan_jobs, remove_stale_stores
 from inflow.store import GradientStore
 from tasks.features import extract_feature_chunk, open_feature_store
@@ -58,7 +59,8 @@ def extract_stores(jobs: list[FeatureJob]) -> list[dict]:
 @flow(name="features", description="Per-example LoRA gradient features into chunked Zarr stores.")
 def features(params_path: str = "params.yaml", split: str = "pool") -> list[dict]:
     params = load(params_path)
-    jobs = plan_jobs(params.features, params.sketch, params.data, split, paths.WARMUP,
+    validate_targets(params.data)  # every target task's splits, before the first expensive stage extracts anything
+    jobs = plan_jobs(params.features, params.sketch, params.data, split, params.features.warmup_dir,
                      paths.base_model_dir("selector"))
     remove_stale_stores(paths.grads_split_dir(split), jobs)  # the stage keeps its stores (persist) to resume
     runner = feature_task_runner(params.features)

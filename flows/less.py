@@ -3,13 +3,16 @@
 from prefect import flow
 
 from flows.common import cli, load
+from inflow.data.targets import validate_targets
 from tasks.stages import less_select
 
 
 @flow(name="less",
       description="LESS selection (checkpoint-weighted cosine per subtask; select.subtask_rule picks the rows).")
 def less(params_path: str = "params.yaml") -> dict:
-    return less_select(load(params_path))
+    params = load(params_path)
+    validate_targets(params.data)
+    return less_select(params)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from flows.common import cli, load
 from inflow import paths
 from inflow.data.pool import load_pool
 from inflow.report.plots import plot_summary
-from inflow.report.summary import build_summary, format_table
+from inflow.report.summary import format_table, summarize
 
 METHODS = ("less", "random", "full")
 
@@ -17,9 +17,9 @@ METHODS = ("less", "random", "full")
 def report(params_path: str = "params.yaml") -> dict:
     params = load(params_path)
     methods = [m for m in METHODS if paths.metrics_path(m).exists()]
-    rows = build_summary(methods, paths.METRICS, paths.SELECTIONS, load_pool(params.data.pool))
+    summary = summarize(methods, paths.METRICS, paths.SELECTIONS, load_pool(params.data.pool))
+    rows = summary["rows"]
     paths.REPORTS.mkdir(parents=True, exist_ok=True)
-    summary = {"rows": rows, "methods": methods}
     (paths.REPORTS / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_summary(rows, paths.REPORTS / "summary.png")
     get_run_logger().info("summary\n%s", format_table(rows))

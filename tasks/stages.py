@@ -9,21 +9,19 @@ from prefect.cache_policies import NO_CACHE
 
 from inflow import paths
 from inflow.config import Params
-from inflow.data.targets import load_target_tasks
 from inflow.pipeline import evaluate, models, prepare, select, train
 
 
 @task(name="prepare-benchmark", cache_policy=NO_CACHE)
 def prepare_benchmark(params: Params) -> dict:
-    manifest = prepare.prepare_benchmark(params.benchmark, paths.BENCHMARK)
+    manifest = prepare.prepare_benchmark(params.benchmark, paths.BENCHMARK, params.data)
     get_run_logger().info("benchmark written to %s", paths.BENCHMARK)
     return manifest
 
 
 @task(name="build-tokenizer", cache_policy=NO_CACHE)
 def build_tokenizer(params: Params) -> dict:
-    manifest = prepare.build_tokenizer(params.tokenizer, paths.BENCHMARK / "corpus.jsonl", params.data.pool,
-                                       paths.TOKENIZER)
+    manifest = prepare.build_tokenizer(params.tokenizer, params.data, paths.TOKENIZER)
     get_run_logger().info("tokenizer: %s", manifest)
     return manifest
 
@@ -31,8 +29,9 @@ def build_tokenizer(params: Params) -> dict:
 @task(name="build-base-model", cache_policy=NO_CACHE)
 def build_base_model(params: Params, role: str) -> dict:
     cfg = getattr(params, role)
-    manifest = models.build_base_model(cfg, paths.TOKENIZER, paths.BENCHMARK / "corpus.jsonl",
-                                       paths.base_model_dir(role), params.data.max_seq_len)
+    texts = prepare.demo_texts(params.data, prepare.pretrains_on_pool(params.data)) if cfg.build else []
+    manifest = models.build_base_model(cfg, paths.TOKENIZER, texts, paths.base_model_dir(role),
+                                       params.data.max_seq_len)
     get_run_logger().info("base model %s: %s", role, manifest)
     return manifest
 
@@ -46,7 +45,7 @@ def warmup_train(params: Params) -> dict:
 
 @task(name="less-select", cache_policy=NO_CACHE)
 def less_select(params: Params) -> dict:
-    manifest = select.run_less(params.select, params.features, params.data, paths.WARMUP,
+    manifest = select.run_less(params.select, params.features, params.data, params.features.warmup_dir,
                                paths.base_model_dir("selector"), selector="selector")
     get_run_logger().info("LESS selection: %s", manifest)
     return manifest
@@ -69,11 +68,7 @@ def finetune_target(params: Params, method: str, selection: Path) -> str:
 
 @task(name="evaluate-model", cache_policy=NO_CACHE)
 def evaluate_model(params: Params, adapter_dir: Path) -> dict:
-    tasks = load_target_tasks(params.data.targets)
-    if adapter_dir.name != "all":
-        tasks = [t for t in tasks if t.name == adapter_dir.name]
-    metrics = evaluate.run_evaluate(params.evaluate, params.data, paths.base_model_dir("target"), adapter_dir,
-                                    tasks)
+    metrics = evaluate.run_evaluate(params.evaluate, params.data, paths.base_model_dir("target"), adapter_dir)
     for name, m in metrics.items():
         get_run_logger().info("%s on %s: loss %.4f, exact match %.3f", adapter_dir, name, m["loss"],
                               m["exact_match"])

@@ -76,16 +76,31 @@ def test_every_stage_runs_a_flow_of_the_same_name() -> None:
     assert {name for name, _, _ in stages} <= flow_files
 
 
+def _interpolate(text: str, item: str) -> str:
+    """``${item}`` and ``${section.key}`` of params.yaml, as DVC substitutes them."""
+    written = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+    def lookup(match: re.Match) -> str:
+        if match.group(1) == "item":
+            return item
+        value = written
+        for part in match.group(1).split("."):
+            value = value[part]
+        return str(value)
+
+    return re.sub(r"\$\{([^}]+)\}", lookup, text)
+
+
 def test_stage_deps_exist() -> None:
     produced = set()
     for _name, body, items in _stage_entries():
         for item in items:
             for out in body.get("outs", []) + [next(iter(m)) for m in body.get("metrics", [])]:
-                produced.add((out if isinstance(out, str) else next(iter(out))).replace("${item}", item))
+                produced.add(_interpolate(out if isinstance(out, str) else next(iter(out)), item))
     for name, body, items in _stage_entries():
         for item in items:
             for dep in body.get("deps", []):
-                dep = dep.replace("${item}", item)
+                dep = _interpolate(dep, item)
                 assert (ROOT / dep).exists() or any(dep == p or dep.startswith(p + "/") or p.startswith(dep + "/")
                                                     for p in produced), f"stage {name}: dep {dep} is missing"
 
@@ -105,3 +120,19 @@ def test_core_never_imports_prefect() -> None:
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src").rglob("*.py")))
 def test_core_files_stay_small(path: str) -> None:
     assert len((ROOT / path).read_text().splitlines()) <= 450, f"{path}: split it (one concept per module)"
+
+
+def test_user_data_reaches_stages_through_params() -> None:
+    """No stage but prepare names a demo data path: they depend on ``${data.pool}``, ``${data.targets}``,
+    ``${data.corpus}`` and ``${features.warmup_dir}``, so pointing those at your own files reruns what reads them."""
+    readers = {"data.pool": {"tokenizer", "warmup", "features", "less", "baselines", "report"},
+               "data.targets": {"features", "less", "evaluate"}, "features.warmup_dir": {"features", "less"},
+               "data.corpus": {"tokenizer", "base"}}
+    for name, body, _items in _stage_entries():
+        deps = [d for d in body.get("deps", []) if not d.startswith("src/")]
+        if name != "prepare":
+            assert not [d for d in deps if d.startswith("data/benchmark")], f"stage {name} names demo data: {deps}"
+        for key, stages in readers.items():
+            if name in stages:
+                assert "${" + key + "}" in deps, f"stage {name} reads {key} but does not depend on it"
+                assert key in body.get("params", []), f"stage {name} reads {key} but lacks the param"

@@ -32,7 +32,12 @@ class InputError(InflowError):
 
 
 class StoreMismatchError(InflowError):
-    """A gradient store was built with other settings than the ones asked for now."""
+    """A gradient store was built with other settings than the ones asked for now (``problems``: one line per
+    difference, when known)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [])
 
 
 class StoreCorruptError(InflowError):

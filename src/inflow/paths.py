@@ -18,6 +18,7 @@ METRICS = Path("metrics")
 REPORTS = Path("reports")
 
 POOL_SPLIT = "pool"
+WARMUP_MANIFEST = "warmup.json"  # written last by the warmup stage into its run directory
 
 
 def base_model_dir(role: str) -> Path:

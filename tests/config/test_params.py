@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
+import yaml
 
 from inflow.config import Params, load_params, params_from_dict, params_to_dict, tiny_params
 from inflow.errors import ConfigError
@@ -51,3 +55,41 @@ def test_config_objects_are_frozen() -> None:
     params = Params()
     with pytest.raises(AttributeError):
         params.select.fraction = 0.5  # type: ignore[misc]
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """``override`` merged into ``base``, section by section and key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def test_the_less_warmup_preset_in_docs_validates() -> None:
+    """docs/training.md's LESS warmup preset, merged into the defaults, is a valid params.yaml."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S) if b.startswith("# LESS warmup preset")]
+    assert len(blocks) == 1
+    params = params_from_dict(_merge(params_to_dict(Params()), yaml.safe_load(blocks[0])))
+    warmup = params.warmup
+    assert warmup.batch_size * warmup.grad_accum == 128
+    assert (warmup.lr, warmup.epochs, warmup.fraction, warmup.warmup_ratio) == (2e-5, 4, 0.05, 0.03)
+    assert (warmup.lora.r, warmup.lora.alpha, warmup.lora.dropout) == (128, 512, 0.1)
+    assert warmup.lora.target_modules == ("q_proj", "k_proj", "v_proj", "o_proj")
+    assert (warmup.device, warmup.precision, warmup.max_grad_norm) == ("cuda", "bfloat16", 1.0)
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({"warmup": {"device": "gpu"}}, "warmup.device: must be cpu, cuda, cuda:N or auto"),
+        ({"finetune": {"precision": "float16"}}, "finetune.precision: float16 needs a GPU"),
+        ({"finetune": {"grad_accum": 0}}, "finetune.grad_accum: must be at least 1"),
+        ({"warmup": {"max_grad_norm": -1}}, "warmup.max_grad_norm: must be >= 0"),
+        ({"warmup": {"loss": "mean"}}, "warmup.loss: must be one of ['example', 'token']"),
+    ],
+)
+def test_bad_training_settings_name_the_key(data: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        params_from_dict(data)
+    assert fragment in str(info.value)

@@ -11,9 +11,10 @@ from transformers import PreTrainedTokenizerFast
 
 from inflow.data.batching import IGNORE_INDEX, Encoded
 from inflow.data.pool import MESSAGES_DTYPE
-from inflow.data.render import (encode_chat, encode_pool, encode_prompt, encode_prompt_answer, encode_targets,
-                                render_chat, render_prompt)
+from inflow.data.render import (chat_spans, encode_chat, encode_pool, encode_prompt, encode_prompt_answer,
+                                encode_targets, render_chat, render_prompt, tokenize_spans)
 from inflow.models.tokenizer import train_tokenizer
+from tests.data.open_instruct import ROWS, TARGET_ROWS, less_prompt_answer, open_instruct_chat
 
 CONVERSATION = [
     {"role": "system", "content": "  You are terse.\n"},
@@ -24,7 +25,6 @@ CONVERSATION = [
 ]
 EXPECTED_TEXT = ("<|system|>\nYou are terse.\n<|user|>\nAdd 2 and 3.\n<|assistant|>\nThe sum is 5.</s>\n"
                  "<|user|>\nAnd 4 and 4?\n<|assistant|>\nIt is 8.</s>\n")
-WITH_ANSWER_SPACE = EXPECTED_TEXT.replace("<|assistant|>\n", "<|assistant|>\n ")
 
 
 @pytest.fixture(scope="module")
@@ -56,22 +56,46 @@ def test_render_rejects_unknown_role() -> None:
         render_chat([{"role": "tool", "content": "x"}], "</s>")
 
 
-def test_labels_cover_exactly_assistant_content_and_eos(tok: PreTrainedTokenizerFast) -> None:
+def test_labels_cover_assistant_content_eos_and_newline(tok: PreTrainedTokenizerFast) -> None:
     encoded = encode_chat(CONVERSATION, tok, max_seq_len=1000, example_id="c1")
     assert encoded is not None and encoded.example_id == "c1"
-    # answers are encoded on their own, so (like Llama-2's tokenizer) ours gives them a leading space
-    assert [tok.decode(run) for run in labeled_runs(encoded)] == [" The sum is 5.</s>", " It is 8.</s>"]
+    # the text after a marker gets the demo tokenizer's prefix space, which decoding a whole row drops again
+    assert [tok.decode(run) for run in labeled_runs(encoded)] == [" The sum is 5.</s>\n", " It is 8.</s>\n"]
     for token, label in zip(encoded.input_ids, encoded.labels):
         assert label in (IGNORE_INDEX, token)
     assert encoded.input_ids[0] == tok.bos_token_id and encoded.labels[0] == IGNORE_INDEX
-    assert tok.decode(encoded.input_ids[1:]) == WITH_ANSWER_SPACE
+    assert tok.decode(encoded.input_ids[1:]) == EXPECTED_TEXT
 
 
-def test_segment_encoding_equals_full_text_with_answer_space(tok: PreTrainedTokenizerFast) -> None:
-    encoded = encode_chat(CONVERSATION, tok, max_seq_len=1000)
+def test_label_newline_false_masks_only_the_newline_after_eos(tok: PreTrainedTokenizerFast) -> None:
+    """LESS / open-instruct label the newline after each EOS; ``label_newline=False`` is the earlier rule."""
+    with_newline = encode_chat(CONVERSATION, tok, max_seq_len=1000)
+    without = encode_chat(CONVERSATION, tok, max_seq_len=1000, label_newline=False)
+    assert with_newline is not None and without is not None
+    assert without.input_ids == with_newline.input_ids
+    assert [tok.decode(run) for run in labeled_runs(without)] == [" The sum is 5.</s>", " It is 8.</s>"]
+    changed = [i for i, (a, b) in enumerate(zip(with_newline.labels, without.labels)) if a != b]
+    assert len(changed) == 2 and with_newline.n_labels == without.n_labels + 2
+    assert all(without.input_ids[i - 1] == tok.eos_token_id and tok.decode([without.input_ids[i]]) == "\n"
+               for i in changed)
+
+
+@pytest.mark.parametrize("index", range(len(ROWS)))
+def test_pool_encoding_equals_open_instruct(tok: PreTrainedTokenizerFast, index: int) -> None:
+    """Ids and labels token by token as open-instruct's encode_with_messages_format (whole string at once)."""
+    encoded = encode_chat(ROWS[index], tok, max_seq_len=10_000)
     assert encoded is not None
-    full = tok.encode(WITH_ANSWER_SPACE, add_special_tokens=False)
-    assert list(encoded.input_ids) == [tok.bos_token_id, *full]
+    ids, labels = open_instruct_chat(ROWS[index], tok)
+    assert list(encoded.input_ids) == ids and list(encoded.labels) == labels
+    assert ids[1:] == tok(render_chat(ROWS[index], tok.eos_token), add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("index", range(len(ROWS)))
+def test_segment_encoding_equals_whole_string_for_the_demo_tokenizer(tok: PreTrainedTokenizerFast,
+                                                                     index: int) -> None:
+    """The path for tokenizers without offsets gives the same ids for ours (markers end with the newline)."""
+    spans = chat_spans(ROWS[index], tok.eos_token)
+    assert tokenize_spans(spans, tok, whole=False) == tokenize_spans(spans, tok, whole=True)
 
 
 def test_answer_word_has_the_tokens_of_the_span_it_copies(tok: PreTrainedTokenizerFast) -> None:
@@ -126,8 +150,16 @@ def test_prompt_without_prefix_and_with_earlier_turns(tok: PreTrainedTokenizerFa
     encoded = encode_prompt_answer(prompt, "8", tok, max_seq_len=1000)
     assert encoded is not None
     assert tok.decode(encoded.input_ids[1:]) == ("<|user|>\nAdd 2 and 3.\n<|assistant|>\n5</s>\n"
-                                                 "<|user|>\nAnd 4 and 4?\n<|assistant|>\n 8")
+                                                 "<|user|>\nAnd 4 and 4?\n<|assistant|>\n8")
     assert [tok.decode(run) for run in labeled_runs(encoded)] == [" 8"]
+
+
+@pytest.mark.parametrize(("prompt", "answer"), TARGET_ROWS)
+def test_target_encoding_equals_less(tok: PreTrainedTokenizerFast, prompt: list, answer: str) -> None:
+    """Ids and labels token by token as LESS's validation ``tokenize`` (query + completion at once)."""
+    encoded = encode_prompt_answer(prompt, answer, tok, max_seq_len=10_000)
+    assert encoded is not None
+    assert (list(encoded.input_ids), list(encoded.labels)) == less_prompt_answer(prompt, answer, tok)
 
 
 def test_prompt_answer_truncated_away_is_none(tok: PreTrainedTokenizerFast) -> None:

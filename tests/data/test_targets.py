@@ -1,8 +1,10 @@
-"""Target tasks: our JSONL form and the LESS evaluation layouts (MMLU, BBH, TyDiQA)."""
+"""Target tasks: our JSONL form, the LESS evaluation layouts (MMLU, BBH, TyDiQA), ids, load_targets and
+validate_targets."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,9 +12,10 @@ from transformers import PreTrainedTokenizerFast
 
 from inflow.data.pool import stable_hash
 from inflow.data.render import encode_prompt_answer
-from inflow.data.targets import (TARGET_SCHEMA, load_bbh, load_mmlu, load_target_split, load_target_task,
-                                 load_target_tasks, load_tydiqa)
-from inflow.errors import InputError
+from inflow.config import DataConfig, params_from_dict
+from inflow.data.targets import (TARGET_SCHEMA, TargetsError, load_bbh, load_mmlu, load_target_split,
+                                 load_target_task, load_target_tasks, load_targets, load_tydiqa, validate_targets)
+from inflow.errors import ConfigError, InputError
 from inflow.models.tokenizer import train_tokenizer
 
 LESS = Path(__file__).resolve().parents[1] / "fixtures" / "less_layouts"
@@ -65,7 +68,6 @@ BAD_ROWS = {
                          "role 'robot'"),
     "empty answer": ({"subtask": "s", "prompt": "q", "answer": ""}, "missing or empty 'answer'"),
     "numeric answer": ({"subtask": "s", "prompt": "q", "answer": 4}, "missing or empty 'answer'"),
-    "duplicate content": (GOOD, "same content as line 1"),
 }
 
 
@@ -188,3 +190,102 @@ def test_tydiqa_chinese_templates_and_unknown_language(tmp_path: Path) -> None:
     path.write_text(json.dumps({"english": [{"context": "c", "question": "q", "answers": []}]}))
     with pytest.raises(InputError, match=r"english\[0\] needs"):
         load_tydiqa(path)
+
+
+# --- ids: optional, derived from content, repeats allowed ---------------------------------------------------
+
+REPEATED = [GOOD, {"subtask": "s", "prompt": "other", "answer": "b"}, GOOD, GOOD]
+
+
+def test_repeated_rows_without_ids_load_with_unique_stable_ids(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "test.jsonl", REPEATED)
+    ids = load_target_split(path)["example_id"].to_list()
+    base = stable_hash({"subtask": "s", "prompt_messages": [{"role": "user", "content": "q"}], "answer": "a"})
+    assert ids[0] == base and ids[2:] == [f"{base}-2", f"{base}-3"]
+    assert len(set(ids)) == len(ids)
+    assert load_target_split(path)["example_id"].to_list() == ids  # same file, same ids
+    # an unrelated row added in front keeps every other id (a store built on the split only grows)
+    moved = write_lines(tmp_path / "moved.jsonl", [{"subtask": "s", "prompt": "new", "answer": "n"}, *REPEATED])
+    assert load_target_split(moved)["example_id"].to_list()[1:] == ids
+
+
+def test_given_ids_must_be_unique(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "val.jsonl", [{**GOOD, "id": "x"}, REPEATED[1], {**GOOD, "id": "x"}])
+    with pytest.raises(InputError) as info:
+        load_target_split(path)
+    assert f"{path}:3: duplicate id 'x' (also on line 1)" in str(info.value)
+    base = stable_hash({"subtask": "s", "prompt_messages": [{"role": "user", "content": "q"}], "answer": "a"})
+    path = write_lines(tmp_path / "clash.jsonl", [{**REPEATED[1], "id": f"{base}-2"}, GOOD, GOOD])
+    with pytest.raises(InputError, match=f"clash.jsonl:3: id '{base}-2' is given on line 1 and also derived"):
+        load_target_split(path)
+
+
+# --- data.targets_format: load_targets dispatches ----------------------------------------------------------
+
+def _jsonl_targets(root: Path) -> Path:
+    write_lines(root / "gsm" / "val.jsonl", ROWS[:2])
+    write_lines(root / "gsm" / "test.jsonl", [{"subtask": "arith", "prompt": "5+5?", "answer": "10"}] * 2)
+    return root
+
+
+@pytest.mark.parametrize(("fmt", "path", "name", "n_val"), [
+    ("jsonl", None, "gsm", 2), ("mmlu", LESS / "mmlu", "mmlu", 4), ("bbh", LESS / "bbh", "bbh", 6),
+    ("tydiqa", LESS / "tydiqa" / "tydiqa-one-shot.json", "tydiqa", 3),
+])
+def test_load_targets_follows_the_format(tmp_path: Path, fmt: str, path: Path | None, name: str, n_val: int) -> None:
+    targets = path or _jsonl_targets(tmp_path)
+    tasks = load_targets(DataConfig(targets=str(targets), targets_format=fmt))  # type: ignore[arg-type]
+    assert [t.name for t in tasks] == [name] and tasks[0].val.height == n_val
+    assert tasks[0].test.height == (2 if fmt == "jsonl" else 0)
+
+
+def test_unknown_targets_format_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="data.targets_format: must be one of"):
+        params_from_dict({"data": {"targets_format": "csv"}})
+
+
+def test_less_layouts_take_a_test_split_beside(tmp_path: Path) -> None:
+    shutil.copytree(LESS, tmp_path / "less")
+    test_rows = [{"subtask": "word_sorting", "prompt": "Sort: b a", "answer": " a b"}] * 2
+    write_lines(tmp_path / "less" / "bbh" / "test.jsonl", test_rows)
+    bbh = load_targets(DataConfig(targets=str(tmp_path / "less" / "bbh" / "bbh-three-shot.json"),
+                                  targets_format="bbh"))[0]
+    assert bbh.test.height == 2 and bbh.test["example_id"].n_unique() == 2
+    test_dir = tmp_path / "less" / "mmlu" / "test"
+    test_dir.mkdir()
+    (test_dir / "abstract_algebra_test.csv").write_text("What is 1+1?,1,2,3,4,B\n", encoding="utf-8")
+    mmlu = load_mmlu(tmp_path / "less" / "mmlu")
+    assert mmlu.test["example_id"].to_list() == ["abstract_algebra_test_0"]
+    assert mmlu.test["prompt_messages"][0].to_list()[1] == {"role": "assistant", "content": "The answer is:"}
+    write_lines(tmp_path / "less" / "mmlu" / "test.jsonl", [GOOD])
+    with pytest.raises(InputError, match="two test splits"):
+        load_mmlu(tmp_path / "less" / "mmlu")
+
+
+# --- validate_targets: every problem in one error -----------------------------------------------------------
+
+def test_validate_targets_lists_every_problem(tmp_path: Path) -> None:
+    root = _jsonl_targets(tmp_path / "targets")
+    write_lines(root / "no_test" / "val.jsonl", [GOOD])
+    write_lines(root / "bad_line" / "val.jsonl", [GOOD, {"subtask": "s", "answer": "a"}])
+    write_lines(root / "bad_line" / "test.jsonl", [GOOD])
+    write_lines(root / "untested" / "val.jsonl", [GOOD, {"subtask": "t", "prompt": "q", "answer": "a"}])
+    write_lines(root / "untested" / "test.jsonl", [GOOD])
+    write_lines(root / "stray" / "test.jsonl", [GOOD])
+    with pytest.raises(TargetsError) as info:
+        validate_targets(DataConfig(targets=str(root)))
+    problems = info.value.problems
+    assert len(problems) == 4 and "4 problem(s)" in str(info.value)
+    assert f"{root / 'bad_line' / 'val.jsonl'}:2: needs exactly one of 'prompt' and 'messages'" in problems[0]
+    assert f"target task no_test: no test split at {root / 'no_test' / 'test.jsonl'}" in problems[1]
+    assert "cannot be evaluated" in problems[1]
+    assert "target task untested: subtask(s) t have validation rows but no test rows" in problems[2]
+    assert f"{root / 'stray'}: has test.jsonl but no val.jsonl" in problems[3]
+
+
+def test_validate_targets_passes_and_reports_less_without_test(tmp_path: Path) -> None:
+    assert validate_targets(DataConfig(targets=str(_jsonl_targets(tmp_path)))) == ["gsm"]
+    with pytest.raises(TargetsError, match=r"target task tydiqa: no test split at .*test\.jsonl.*cannot be evaluated"):
+        validate_targets(DataConfig(targets=str(LESS / "tydiqa"), targets_format="tydiqa"))
+    with pytest.raises(TargetsError, match="no sub-folder with a val.jsonl"):
+        validate_targets(DataConfig(targets=str(tmp_path / "gsm")))

@@ -10,7 +10,7 @@ from transformers import PreTrainedTokenizerFast
 
 from inflow.data.render import render_chat
 from inflow.errors import InflowError
-from inflow.models.tokenizer import CHAT_MARKERS, load_tokenizer, save_tokenizer, train_tokenizer
+from inflow.models.tokenizer import CHAT_MARKERS, load_tokenizer, pad_token_id, save_tokenizer, train_tokenizer
 
 TEXTS = ["The cat sat on the mat.", "Alice has 3 apples and buys 4 more; now she has 7.",
          render_chat([{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}], "</s>")]
@@ -30,11 +30,13 @@ def tok() -> PreTrainedTokenizerFast:
 def test_special_tokens(tok: PreTrainedTokenizerFast) -> None:
     assert (tok.unk_token, tok.bos_token, tok.eos_token, tok.pad_token) == ("<unk>", "<s>", "</s>", "<pad>")
     assert len({tok.unk_token_id, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}) == 4
+    assert CHAT_MARKERS == ("<|system|>\n", "<|user|>\n", "<|assistant|>\n")  # newline included
     for marker in CHAT_MARKERS:
-        ids = tok.encode(f"x{marker}\ny", add_special_tokens=False)
+        ids = tok.encode(f"x{marker}y", add_special_tokens=False)
         assert tok.convert_tokens_to_ids(marker) in ids and tok.convert_ids_to_tokens(ids).count(marker) == 1
         assert marker in tok.all_special_tokens
-    assert tok.decode(tok.encode("<|user|>\nHi</s>", add_special_tokens=False), skip_special_tokens=True) == "\nHi"
+    # skipping the marker line leaves the prefix space of the text after it
+    assert tok.decode(tok.encode("<|user|>\nHi</s>", add_special_tokens=False), skip_special_tokens=True) == " Hi"
     assert tok.encode("Hi", add_special_tokens=True) == tok.encode("Hi", add_special_tokens=False)
     assert tok.model_max_length >= 1_000_000
 
@@ -53,7 +55,10 @@ def test_prefix_space_like_llama2(tok: PreTrainedTokenizerFast) -> None:
     assert tok.encode("\nword", add_special_tokens=False) != tok.encode(" \nword", add_special_tokens=False)
     assert tok.decode(tok.encode("a\n \nb", add_special_tokens=False)) == " a\n \nb"  # only the start
     ids = tok.encode("<|assistant|>\nword", add_special_tokens=False)
-    assert tok.decode(ids) == "<|assistant|>\nword"  # the text after a marker starts with its newline
+    # the text after a marker line is a text of its own: it starts with the prefix space, as "word" alone does
+    assert ids[1:] == tok.encode("word", add_special_tokens=False)
+    assert tok.decode(ids) == "<|assistant|>\nword"  # the decoder drops the space after a marker again
+    assert tok.decode(tok.encode("<|user|>\n\nx", add_special_tokens=False)) == "<|user|>\n\nx"
 
 
 @pytest.mark.parametrize("index", range(len(CONVERSATIONS)))
@@ -112,3 +117,13 @@ def test_saved_with_a_model_it_loads_as_saved(tok: PreTrainedTokenizerFast, tmp_
         loaded = load_tokenizer(path)
         assert loaded.backend_tokenizer.to_str() == tok.backend_tokenizer.to_str()
         assert loaded.encode(text, add_special_tokens=False) == tok.encode(text, add_special_tokens=False)
+
+
+def test_pad_token_id_falls_back_to_eos(tok: PreTrainedTokenizerFast) -> None:
+    assert pad_token_id(tok) == tok.pad_token_id
+    no_pad = copy.deepcopy(tok)
+    no_pad.pad_token = None
+    assert no_pad.pad_token_id is None and pad_token_id(no_pad) == tok.eos_token_id
+    no_pad.eos_token = None
+    with pytest.raises(InflowError, match="neither a pad nor an eos token"):
+        pad_token_id(no_pad)

@@ -30,7 +30,7 @@ from inflow.config import (
 from inflow.data.pool import load_pool, write_pool_jsonl
 from inflow.pipeline.features import FeatureJob, plan_jobs
 from inflow.pipeline.models import build_base_model
-from inflow.pipeline.prepare import build_tokenizer, prepare_benchmark
+from inflow.pipeline.prepare import build_tokenizer, prepare_benchmark, read_corpus
 from inflow.pipeline.train import run_warmup
 from inflow.store import GradientStore
 
@@ -108,11 +108,11 @@ def build_project(root: Path, params: Params) -> TinyProject:
     """Run prepare, tokenizer, base (no pretraining) and warmup into ``root``."""
     bench = root / paths.BENCHMARK
     prepare_benchmark(params.benchmark, bench)
-    build_tokenizer(params.tokenizer, bench / "corpus.jsonl", bench / "pool.jsonl", root / paths.TOKENIZER)
-    base = root / paths.base_model_dir("selector")
-    build_base_model(params.selector, root / paths.TOKENIZER, bench / "corpus.jsonl", base, params.data.max_seq_len)
     data = DataConfig(pool=str(root / params.data.pool), targets=str(root / params.data.targets),
-                      max_seq_len=params.data.max_seq_len)
+                      max_seq_len=params.data.max_seq_len, corpus=str(root / params.data.corpus))
+    build_tokenizer(params.tokenizer, data, root / paths.TOKENIZER)
+    base = root / paths.base_model_dir("selector")
+    build_base_model(params.selector, root / paths.TOKENIZER, read_corpus(data.corpus), base, params.data.max_seq_len)
     run_warmup(params.warmup, data, base, root / paths.WARMUP)
     return TinyProject(root, params)
 

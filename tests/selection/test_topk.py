@@ -9,7 +9,10 @@ from inflow.selection import full_selection, random_selection, round_robin, sele
 
 def test_selection_size_rule() -> None:
     assert selection_size(6000, SelectConfig(fraction=0.05)) == 300
-    assert selection_size(101, SelectConfig(fraction=0.05)) == 6  # ceil
+    assert selection_size(330, SelectConfig(fraction=0.05)) == 16  # LESS: int(fraction * n), rounds down
+    assert selection_size(101, SelectConfig(fraction=0.05)) == 5
+    assert selection_size(100, SelectConfig(fraction=0.29)) == int(0.29 * 100) == 28  # LESS's float product
+    assert selection_size(10, SelectConfig(fraction=0.05)) == 1  # at least one row
     assert selection_size(100, SelectConfig(fraction=0.05, count=7)) == 7
     assert selection_size(5, SelectConfig(count=50)) == 5
 

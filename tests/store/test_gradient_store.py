@@ -92,10 +92,13 @@ def test_reopen_with_other_settings_is_refused(tmp_path: Path, caplog: pytest.Lo
         GradientStore.create_or_open(path, other)
     message = str(info.value)
     assert "sketch.seed: 0 in the store, 1 asked for now" in message and "dtype" in message
-    assert str(path) in message and "rerun the features stage" in message
-    with caplog.at_level(logging.WARNING):
+    assert str(path) in message and "Rerun the features stage" in message
+    assert info.value.problems and all("asked for now" in line for line in info.value.problems)
+    with caplog.at_level(logging.INFO):  # another package version, same feature format: reused, and said so
         GradientStore.create_or_open(path, make_attrs(code_version="0.2.0"))
     assert "0.2.0" in caplog.text
+    with pytest.raises(StoreMismatchError, match="feature_format: 1 in the store, 2 asked for now"):
+        GradientStore.create_or_open(path, make_attrs(feature_format=2))  # other feature code: never reused
 
 
 def test_tampered_values_fail_the_checksum(tmp_path: Path) -> None:

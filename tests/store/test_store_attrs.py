@@ -7,7 +7,9 @@ import dataclasses
 import pytest
 
 from inflow.sketch import BlockSketch
+from inflow.errors import StoreMismatchError
 from inflow.store import StoreAttrs
+from inflow.store.attrs import FEATURE_FORMAT, require_pairing
 
 
 def make_attrs(**overrides: object) -> StoreAttrs:
@@ -59,3 +61,30 @@ def test_from_dict_names_missing_keys() -> None:
     with pytest.raises(ValueError, match="data_hash"):
         StoreAttrs.from_dict(data)
     assert {f.name for f in dataclasses.fields(StoreAttrs)} == set(make_attrs().to_dict())
+
+
+def test_stores_written_before_the_feature_format_read_as_format_1_and_differ() -> None:
+    now = make_attrs(feature_format=FEATURE_FORMAT, adapter_hash="a1", optimizer_hash="o1",
+                     extraction={"batch_size": 16})
+    old = now.to_dict()
+    for key in ("feature_format", "adapter_hash", "optimizer_hash", "extraction"):
+        del old[key]
+    stored = StoreAttrs.from_dict(old)
+    assert stored.feature_format == 1
+    lines = stored.settings_diff(now, ("in the store", "now"))
+    assert f"feature_format: 1 in the store, {FEATURE_FORMAT} now" in lines
+    assert 'adapter_hash: "" in the store, "a1" now' in lines
+    assert "extraction.batch_size: absent in the store, 16 now" in lines
+
+
+def test_pairing_compares_model_checkpoint_sketch_and_format_only() -> None:
+    pool = make_attrs(adapter_hash="a1", optimizer_hash="o1", extraction={"adam": {"eps": 1e-8}})
+    target = make_attrs(feature_kind="sgd", adapter_hash="a1", n_rows=3, data_hash="d1", dtype="float32")
+    assert pool.pairing_diff(target) == []  # kind, rows, dtype, optimizer and extraction settings may differ
+    other = make_attrs(feature_kind="sgd", adapter_hash="a2",
+                       sketch=BlockSketch("hadamard", 1, [40, 30], 16).to_attrs())
+    assert pool.pairing_diff(other, ("pool", "target")) == ['adapter_hash: "a1" pool, "a2" target',
+                                                            "sketch.seed: 0 pool, 1 target"]
+    with pytest.raises(StoreMismatchError, match=r"sketch.seed: 0 in the pool store p.zarr, 1 in the target store"):
+        require_pairing(pool, other, "p.zarr", "t.zarr")
+    require_pairing(pool, target, "p.zarr", "t.zarr")  # no error

@@ -117,19 +117,53 @@ def fsdp_name(name: str) -> str:
     return "_fsdp_wrapped_module." + re.sub(r"(\.layers\.\d+)\.", r"\1._fsdp_wrapped_module.", name)
 
 
-@pytest.mark.parametrize("rename", [fsdp_name, lambda n: n.replace("base_model.model.", "").replace(".default", "")])
-def test_adam_state_from_name_keyed_optimizer_bin(saved, tmp_path: Path, rename) -> None:
-    path, model, optimizer = saved
+def name_keyed(model: torch.nn.Module, optimizer: torch.optim.Optimizer, rename, group_ids: str) -> dict:
+    """An FSDP / accelerate ``optimizer.bin``: state keyed by (renamed) parameter name, in a shuffled order.
+
+    ``group_ids``: what ``param_groups`` lists, ``"names"`` (FSDP full optimizer state dicts) or ``"ints"``
+    (LESS's own optimizer.bin, whose state is name-keyed while its groups keep integer ids).
+    """
     names = [rename(n) for n, _ in lora_parameters(model)]
     by_name = {name: optimizer.state[p] for name, (_, p) in zip(names, lora_parameters(model))}
     order = names[::-1]  # stored order differs from the model's: matching must go by name
     random.Random(0).shuffle(order)
     group = {k: v for k, v in optimizer.state_dict()["param_groups"][0].items() if k != "params"}
-    torch.save({"state": {n: by_name[n] for n in order}, "param_groups": [dict(group, params=order)]},
-               tmp_path / "optimizer.bin")
+    ids = order if group_ids == "names" else list(range(len(order)))
+    return {"state": {n: by_name[n] for n in order}, "param_groups": [dict(group, params=ids)]}
+
+
+def unwrapped(name: str) -> str:
+    return name.replace("base_model.model.", "").replace(".default", "")
+
+
+@pytest.mark.parametrize("group_ids", ["names", "ints"])
+@pytest.mark.parametrize("rename", [fsdp_name, unwrapped, lambda n: n])
+def test_adam_state_from_name_keyed_optimizer_bin(saved, tmp_path: Path, rename, group_ids: str) -> None:
+    path, model, optimizer = saved
+    torch.save(name_keyed(model, optimizer, rename, group_ids), tmp_path / "optimizer.bin")
     state = load_adam_state(tmp_path, shapes(model))
     assert torch.equal(state.exp_avg, moments(model, optimizer, "exp_avg"))
     assert torch.equal(state.exp_avg_sq, moments(model, optimizer, "exp_avg_sq"))
+    assert (state.step, state.beta1, state.beta2, state.eps) == (2, 0.9, 0.95, 1e-6)
+
+
+def test_less_optimizer_bin_with_another_rank_names_the_parameter(saved, tmp_path: Path) -> None:
+    path, model, optimizer = saved
+    torch.save(name_keyed(model, optimizer, fsdp_name, "ints"), tmp_path / "optimizer.bin")
+    with pytest.raises(CheckpointError, match=r"exp_avg of .*lora_A\.default\.weight.*\(4, 32\).*\(8, 32\)"):
+        load_adam_state(tmp_path, shapes(tiny_lora(r=8)))
+    with pytest.raises(CheckpointError, match="holds 8 parameters but the model has 6"):
+        load_adam_state(tmp_path, shapes(model)[:6])
+
+
+def test_mixed_state_keys_are_an_error(saved, tmp_path: Path) -> None:
+    path, model, optimizer = saved
+    raw = optimizer.state_dict()
+    first = next(iter(raw["state"]))
+    raw["state"]["renamed"] = raw["state"].pop(first)
+    torch.save(raw, tmp_path / "optimizer.bin")
+    with pytest.raises(CheckpointError, match="mixes parameter names and integer ids"):
+        load_adam_state(tmp_path, shapes(model))
 
 
 def test_rank_mismatch_names_the_parameter_and_the_fix(saved) -> None:

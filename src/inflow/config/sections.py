@@ -47,7 +47,20 @@ class DataConfig:
 
     pool: str = "data/benchmark/pool.jsonl"  # JSONL or Parquet in the Tulu v2 ``messages`` shape
     targets: str = "data/benchmark/targets"  # folder with one sub-folder per target task (val/test splits)
+    # how data.targets is laid out: jsonl (<task>/val.jsonl + test.jsonl folders) or one of LESS's evaluation
+    # files: mmlu (folder with dev/ and test/ CSVs), bbh (bbh-three-shot.json), tydiqa (tydiqa-one-shot.json);
+    # the LESS files give validation rows only: put a test.jsonl beside them (docs: inflow.data.less_layouts)
+    targets_format: Literal["jsonl", "mmlu", "bbh", "tydiqa"] = "jsonl"
     max_seq_len: int = 256  # tokens; longer examples are truncated from the right
+    # pool rows: label the newline after each assistant answer's EOS (true: LESS / open-instruct, whose
+    # encode_with_messages_format leaves it in the loss) or mask it (false: this project's earlier rule)
+    label_newline: bool = True
+    # plain text the demo tokenizer and base models learn from (JSONL of {"text": ...}, or .txt, a document a
+    # line); the tokenizer also always learns the pool's text (demo models only)
+    corpus: str = "data/benchmark/corpus.jsonl"
+    # whether the demo base models also pretrain on the pool's rendered text, so they know its vocabulary:
+    # auto: for your own pool, not for the built-in one (whose target skills pretraining must not teach)
+    pretrain_on_pool: Literal["auto", "always", "never"] = "auto"
 
     def __post_init__(self) -> None:
         require(self.max_seq_len >= 8, "max_seq_len", "must be at least 8 tokens")
@@ -114,12 +127,28 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     lora: LoraConfig = field(default_factory=LoraConfig)
+    # where training runs: cpu, cuda, cuda:N, or auto (cuda when a GPU is visible, else cpu)
+    device: str = "cpu"
+    # autocast of the forward/backward: float32 (none), bfloat16, or float16 (GPU only, with loss scaling);
+    # bfloat16 on a GPU also loads the frozen base weights in bfloat16 (LoRA weights stay float32)
+    precision: Literal["float32", "bfloat16", "float16"] = "float32"
+    grad_accum: int = 1  # micro-batches of batch_size rows per optimizer step: effective batch batch_size*grad_accum
+    max_grad_norm: float = 1.0  # clip the gradient's global L2 norm before each optimizer step (HF, LESS); 0: off
+    gradient_checkpointing: bool = False  # recompute activations in the backward: less memory, ~30% more time
+    # example: mean over the effective batch's examples of each one's mean answer-token loss (each example weighs
+    # the same, as in the LESS gradient features); token: mean over all its answer tokens (HF Trainer, LESS)
+    loss: Literal["example", "token"] = "example"
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", "must be at least 1")
         require(self.lr > 0, "lr", "must be positive")
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
         require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", "must lie in [0, 1)")
+        require(is_device(self.device), "device", f"must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        require(not (self.precision == "float16" and self.device == "cpu"), "precision",
+                "float16 needs a GPU: set device: cuda (or auto), or use precision bfloat16 / float32 on CPU")
+        require(self.grad_accum >= 1, "grad_accum", "must be at least 1 (1: no accumulation)")
+        require(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0 (0: no clipping)")
 
 
 @dataclass(frozen=True)
@@ -149,8 +178,13 @@ class SketchConfig:
 class FeaturesConfig:
     """Per-example gradient features written to the Zarr store."""
 
-    checkpoints: tuple[str, ...] = ()  # empty: the warmup stage's checkpoints; else HF Trainer checkpoint dirs
-    base_model: str = ""  # with external checkpoints: the base model path they were trained from
+    # the training run whose checkpoint-<step> directories (HF Trainer layout) give the features: data/warmup (the
+    # warmup stage) or another run's output directory, e.g. LESS's own; dvc.yaml depends on it either way
+    warmup_dir: str = "data/warmup"
+    checkpoints: tuple[str, ...] = ()  # empty: every checkpoint-<step> of warmup_dir; else their names (or paths)
+    # the model the checkpoints were trained from; empty: the selector model for the warmup stage's run, else the
+    # base_model_name_or_path in the checkpoints' adapter_config.json
+    base_model: str = ""
     batch_size: int = 16
     chunk_rows: int = 1024  # rows per store chunk (the unit of fan-out, resume and integrity)
     dtype: Literal["float16", "float32"] = "float16"
@@ -213,7 +247,17 @@ class EvaluateConfig:
     """Held-out evaluation: answer-token loss and greedy exact match."""
 
     batch_size: int = 32
-    max_new_tokens: int = 24
+    # generation budget of exact match: 0 (auto) = the longest reference answer of the task's test split in
+    # tokens plus a small margin (EOS, retokenization); a positive value is used as is (warned if too short)
+    max_new_tokens: int = 0
+    # where evaluation runs: cpu, cuda, cuda:N, or auto (cuda when a GPU is visible, else cpu)
+    device: str = "cpu"
+    # autocast dtype of the forward passes and generation: float32 (none), bfloat16 or float16 (GPU)
+    precision: Literal["float32", "bfloat16", "float16"] = "float32"
 
     def __post_init__(self) -> None:
-        require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
+        require(self.batch_size >= 1, "batch_size", "must be at least 1")
+        require(self.max_new_tokens >= 0, "max_new_tokens", "must be >= 0 (0: the longest test answer, auto)")
+        require(is_device(self.device), "device", f"must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        require(self.precision != "float16" or self.device != "cpu", "precision",
+                "float16 is for GPUs; on cpu use bfloat16 or float32")

@@ -11,12 +11,12 @@ from inflow.data.batching import IGNORE_INDEX, Encoded, collate, length_batches,
 from inflow.data.pool import content_hash, load_pool, pool_texts, write_pool_jsonl
 from inflow.data.render import (encode_chat, encode_pool, encode_prompt, encode_prompt_answer, encode_targets,
                                 render_chat, render_prompt)
-from inflow.data.targets import (TargetTask, load_bbh, load_mmlu, load_target_split, load_target_task,
-                                 load_target_tasks, load_tydiqa)
+from inflow.data.targets import (TargetsError, TargetTask, load_bbh, load_mmlu, load_target_split,
+                                 load_target_task, load_target_tasks, load_targets, load_tydiqa, validate_targets)
 
 __all__ = [
-    "IGNORE_INDEX", "Encoded", "TargetTask", "collate", "content_hash", "encode_chat", "encode_pool", "encode_prompt",
-    "encode_prompt_answer", "encode_targets", "length_batches", "load_bbh", "load_mmlu", "load_pool",
-    "load_target_split", "load_target_task", "load_target_tasks", "load_tydiqa", "pool_texts", "render_chat",
-    "render_prompt", "sequential_batches", "write_pool_jsonl",
+    "IGNORE_INDEX", "Encoded", "TargetTask", "TargetsError", "collate", "content_hash", "encode_chat", "encode_pool",
+    "encode_prompt", "encode_prompt_answer", "encode_targets", "length_batches", "load_bbh", "load_mmlu", "load_pool",
+    "load_target_split", "load_target_task", "load_target_tasks", "load_targets", "load_tydiqa", "pool_texts",
+    "render_chat", "render_prompt", "sequential_batches", "validate_targets", "write_pool_jsonl",
 ]

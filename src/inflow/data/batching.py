@@ -1,13 +1,15 @@
 """Tokenized examples, padding them into batches, and grouping examples into batches.
 
 ``Encoded`` is the one tokenized-example type every module speaks (training, gradients, evaluation).
-``collate`` right-pads a batch to its longest example. ``length_batches`` groups examples of similar
-length so per-example gradient extraction wastes little compute on padding; ``sequential_batches`` keeps
-the input order (what a reference loop or a resumable chunked writer wants).
+``collate`` right-pads a batch to its longest example with any pad id (padding is masked; tokenizers
+without a pad token pad with EOS: :func:`inflow.models.tokenizer.pad_token_id`). ``length_batches`` groups
+examples of similar length so per-example gradient extraction wastes little compute on padding;
+``sequential_batches`` keeps the input order (what a reference loop or a resumable chunked writer wants).
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,11 +52,20 @@ def collate(examples: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]
 
     Returns ``input_ids`` [B, T] (padding = ``pad_id``), ``attention_mask`` [B, T] (1 on real tokens,
     0 on padding) and ``labels`` [B, T] (``IGNORE_INDEX`` on padding); all int64 on the CPU.
+
+    Padding is masked twice (attention mask 0, label ``IGNORE_INDEX``), and right padding sits after every
+    real token, so a causal model's outputs at real positions and every loss are independent of ``pad_id``:
+    any vocabulary id works, and tokenizers without a pad token (Llama-2/3) pad with EOS. Take the id from
+    :func:`inflow.models.tokenizer.pad_token_id` (pad token, else EOS), never ``tokenizer.pad_token_id``
+    directly, which is None for such tokenizers.
     """
     if not examples:
         raise ValueError("collate got an empty batch")
+    if isinstance(pad_id, bool) or not isinstance(pad_id, numbers.Integral) or pad_id < 0:
+        raise ValueError(f"collate needs a token id >= 0 to pad with, got {pad_id!r}; a tokenizer without a pad "
+                         "token gives None: pass inflow.models.tokenizer.pad_token_id(tokenizer) (pad, else EOS)")
     width = max(len(e) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    input_ids = torch.full((len(examples), width), int(pad_id), dtype=torch.long)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
     for row, example in enumerate(examples):

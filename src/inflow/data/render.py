@@ -6,25 +6,42 @@ Each message renders as::
     user       "<|user|>\\n"      + content.strip() + "\\n"
     assistant  "<|assistant|>\\n" + content.strip() + eos + "\\n"
 
-Pool examples (``encode_chat``) are scored on every assistant message's content and its EOS token; all
-other tokens carry ``IGNORE_INDEX``. Target-task rows (``encode_prompt_answer``) are scored on the answer
-only, with no EOS, as LESS does for its validation sets. A target prompt may end with an assistant
-message: that is a *response prefix* (LESS's "The answer is:", "A:", "Answer:"), rendered verbatim after
-``"<|assistant|>\\n"`` and masked, with the answer following it directly.
+Pool examples (``encode_chat``) are scored on every assistant message's content, its EOS token and, with
+``label_newline=True`` (``data.label_newline``, the default), the newline after that EOS: open-instruct's
+``encode_with_messages_format``, which LESS uses, masks only each non-assistant message and the
+``"<|assistant|>\\n"`` marker that follows it, so that newline carries loss. ``label_newline=False`` masks it
+(this project's earlier rule: 3,405 instead of 3,725 labelled tokens on 320 benchmark rows). Target-task
+rows (``encode_prompt_answer``) are scored on the answer only, with no EOS, as LESS does for its validation
+sets. A target prompt may end with an assistant message: that is a *response prefix* (LESS's "The answer
+is:", "A:", "Answer:"), rendered verbatim after ``"<|assistant|>\\n"`` and masked, with the answer following
+it directly.
 
-Token ids are built by encoding each segment separately (``add_special_tokens=False``) and
-concatenating: masked text runs are merged and encoded together, answer texts are encoded on their own,
-EOS is appended as ``tokenizer.eos_token_id`` and BOS (when the tokenizer has one) is prepended. Label
-boundaries are therefore exact whatever the tokenizer. With byte-level BPE tokenizers (ours, GPT-2,
-Llama-3, Qwen2) segments start at pre-token boundaries (after a marker or a newline), so the ids equal
-those of encoding the rendered text in one go (tested for ours). SentencePiece tokenizers that prepend
-"▁" to every encoded string (Llama-2) give each answer segment a leading "▁" instead.
+**Tokenization.** An example is a list of text spans, each labelled or masked. With a fast tokenizer (every
+tokenizer ``AutoTokenizer`` loads from a ``tokenizer.json``) the whole rendered string is tokenized at once
+(``add_special_tokens=False``) and a token is labelled when its character span (``return_offsets_mapping``)
+overlaps a labelled span: the ids are exactly those of the rendered text, and the labels those of
+open-instruct's prefix-length rule (for pool rows) and of LESS's ``query + completion`` rule (for target
+rows). Tests check ids and labels token by token against an open-instruct reference for our byte-level BPE
+and for a Llama-2-style SentencePiece tokenizer. A slow (Python) tokenizer has no offsets: runs of equally
+labelled spans are then encoded one by one and concatenated, which gives exact label boundaries but not
+always the whole string's ids. BOS is prepended (as an id) whenever the tokenizer has one, for every
+tokenizer alike (open-instruct relies on the tokenizer adding it; Llama-2's does, ours does not).
+
+Segment-wise encoding (this module before it switched) differs from the whole string for tokenizers that
+give every encoded text a prefix space: with a Llama-2-style SentencePiece tokenizer each answer segment
+starts with ``"▁"`` (``"▁The"``), where the whole string, after the marker's ``<0x0A>``, has none
+(``"The"``): on 320 benchmark pool rows every row's ids and every answer's first token differed, and 3,542
+instead of 3,587 tokens were labelled (``tests/models/test_spm_encoding.py``, ``docs/architecture.md``). For
+the demo tokenizer both paths agree: its marker tokens end with the newline, so the text after a marker is
+a text of its own in either (:mod:`inflow.models.tokenizer`).
 """
 
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
+from itertools import accumulate, groupby
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -39,8 +56,8 @@ log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant")
 Message = Mapping[str, str]
 
-# A piece of an example before tokenization: text or a single token id, and whether it is scored.
-_Piece = tuple[str | int, bool]
+# A piece of an example's rendered text, and whether its tokens are scored.
+Span = tuple[str, bool]
 
 
 def _marker(role: str) -> str:
@@ -49,83 +66,91 @@ def _marker(role: str) -> str:
     return f"<|{role}|>\n"
 
 
+def chat_spans(messages: Sequence[Message], eos: str, label_newline: bool = True) -> list[Span]:
+    """The rendered conversation as spans: assistant content + ``eos`` (+ the newline) labelled, the rest not."""
+    spans: list[Span] = []
+    for message in messages:
+        content = message["content"].strip()
+        if message["role"] == "assistant":
+            spans += [(_marker("assistant"), False), (content + eos, True), ("\n", label_newline)]
+        else:
+            spans.append((_marker(message["role"]) + content + "\n", False))
+    return spans
+
+
 def render_chat(messages: Sequence[Message], eos: str) -> str:
     """The full Tulu-format text of a conversation (each assistant turn ends with ``eos`` + newline)."""
-    parts = []
-    for message in messages:
-        parts.append(_marker(message["role"]) + message["content"].strip())
-        parts.append(eos + "\n" if message["role"] == "assistant" else "\n")
-    return "".join(parts)
-
-
-def _prompt_pieces(prompt_messages: Sequence[Message], eos_id: int) -> list[_Piece]:
-    """Masked pieces of a target prompt up to where the answer starts (response prefix included)."""
-    pieces: list[_Piece] = []
-    body, prefix = list(prompt_messages), None
-    if body and body[-1]["role"] == "assistant":
-        body, prefix = body[:-1], body[-1]["content"]
-    for message in body:
-        pieces.append((_marker(message["role"]) + message["content"].strip(), False))
-        if message["role"] == "assistant":
-            pieces.append((eos_id, False))
-        pieces.append(("\n", False))
-    pieces.append((_marker("assistant") + (prefix or ""), False))
-    return pieces
+    return "".join(text for text, _ in chat_spans(messages, eos))
 
 
 def render_prompt(prompt_messages: Sequence[Message], eos: str) -> str:
     """The text a model sees before a target answer: the prompt, ``"<|assistant|>\\n"``, any prefix."""
-    pieces = _prompt_pieces(prompt_messages, eos_id=-1)
-    return "".join(eos if isinstance(p, int) else p for p, _ in pieces)
+    body, prefix = list(prompt_messages), ""
+    if body and body[-1]["role"] == "assistant":
+        body, prefix = body[:-1], body[-1]["content"]
+    return render_chat(body, eos) + _marker("assistant") + prefix
 
 
-def _chat_pieces(messages: Sequence[Message], eos_id: int) -> list[_Piece]:
-    pieces: list[_Piece] = []
-    for message in messages:
-        content = message["content"].strip()
-        if message["role"] == "assistant":
-            pieces += [(_marker("assistant"), False), (content, True), (eos_id, True), ("\n", False)]
-        else:
-            pieces.append((_marker(message["role"]) + content + "\n", False))
-    return pieces
-
-
-def _merge_masked(pieces: list[_Piece]) -> list[_Piece]:
-    """Join consecutive masked text pieces so they are tokenized as one run, as in the full text."""
-    merged: list[_Piece] = []
-    for piece, labeled in pieces:
-        if merged and not labeled and isinstance(piece, str):
-            last, last_labeled = merged[-1]
-            if not last_labeled and isinstance(last, str):
-                merged[-1] = (last + piece, False)
-                continue
-        merged.append((piece, labeled))
-    return merged
-
-
-def _eos_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    if tokenizer.eos_token_id is None:
+def _eos(tokenizer: PreTrainedTokenizerBase) -> str:
+    if tokenizer.eos_token is None or tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no eos token; set one (tokenizer.eos_token = ...) before encoding")
-    return int(tokenizer.eos_token_id)
+    return str(tokenizer.eos_token)
 
 
-def _tokenize_pieces(pieces: list[_Piece], tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) of ``pieces``, BOS first when the tokenizer has one; no truncation."""
-    input_ids: list[int] = []
-    labels: list[int] = []
-    if tokenizer.bos_token_id is not None:
-        input_ids.append(int(tokenizer.bos_token_id))
-        labels.append(IGNORE_INDEX)
-    for piece, labeled in _merge_masked(pieces):
-        ids = [piece] if isinstance(piece, int) else tokenizer.encode(piece, add_special_tokens=False)
-        input_ids += ids
-        labels += ids if labeled else [IGNORE_INDEX] * len(ids)
-    return input_ids, labels
+def _bos(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    return [] if tokenizer.bos_token_id is None else [int(tokenizer.bos_token_id)]
 
 
-def _encode_pieces(pieces: list[_Piece], tokenizer: PreTrainedTokenizerBase, max_seq_len: int,
-                   example_id: str) -> Encoded | None:
-    input_ids, labels = _tokenize_pieces(pieces, tokenizer)
+def _tokenize_whole(spans: Sequence[Span], tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[bool]]:
+    """Ids of the concatenated text, each flagged when its characters overlap a labelled span.
+
+    A token of zero width (some tokenizers trim whitespace out of offsets) takes the flag of the character
+    just before its position.
+    """
+    text = "".join(t for t, _ in spans)
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    bounds = list(accumulate((len(t) for t, _ in spans), initial=0))  # span i covers [bounds[i], bounds[i+1])
+    flags = []
+    for start, end in encoding["offset_mapping"]:
+        if end <= start:
+            start, end = max(start - 1, 0), max(start, 1)
+        i = max(bisect_right(bounds, start) - 1, 0)
+        hit = False
+        while i < len(spans) and bounds[i] < end and not hit:
+            hit = spans[i][1] and bounds[i + 1] > start
+            i += 1
+        flags.append(hit)
+    return list(encoding["input_ids"]), flags
+
+
+def _tokenize_segments(spans: Sequence[Span], tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[bool]]:
+    """Ids of each run of equally labelled spans encoded on its own, concatenated (tokenizers without offsets)."""
+    ids: list[int] = []
+    flags: list[bool] = []
+    for labelled, run in groupby(spans, key=lambda span: span[1]):
+        run_ids = tokenizer.encode("".join(t for t, _ in run), add_special_tokens=False)
+        ids += run_ids
+        flags += [labelled] * len(run_ids)
+    return ids, flags
+
+
+def tokenize_spans(spans: Sequence[Span], tokenizer: PreTrainedTokenizerBase,
+                   whole: bool | None = None) -> tuple[list[int], list[int]]:
+    """``(input_ids, labels)`` of ``spans``: BOS first when the tokenizer has one; no truncation.
+
+    ``whole`` (default: ``tokenizer.is_fast``) tokenizes the whole text at once and labels by character
+    offsets; ``False`` encodes runs of equally labelled spans one by one (see the module docstring).
+    """
+    whole = bool(getattr(tokenizer, "is_fast", False)) if whole is None else whole
+    ids, flags = (_tokenize_whole if whole else _tokenize_segments)(spans, tokenizer)
+    bos = _bos(tokenizer)
+    labels = [IGNORE_INDEX] * len(bos) + [t if f else IGNORE_INDEX for t, f in zip(ids, flags, strict=True)]
+    return bos + ids, labels
+
+
+def _encode_spans(spans: Sequence[Span], tokenizer: PreTrainedTokenizerBase, max_seq_len: int,
+                  example_id: str) -> Encoded | None:
+    input_ids, labels = tokenize_spans(spans, tokenizer)
     input_ids, labels = input_ids[:max_seq_len], labels[:max_seq_len]
     if all(label == IGNORE_INDEX for label in labels):
         return None
@@ -133,29 +158,31 @@ def _encode_pieces(pieces: list[_Piece], tokenizer: PreTrainedTokenizerBase, max
 
 
 def encode_chat(messages: Sequence[Message], tokenizer: PreTrainedTokenizerBase, max_seq_len: int,
-                example_id: str = "") -> Encoded | None:
+                example_id: str = "", *, label_newline: bool = True) -> Encoded | None:
     """Token ids and labels of a pool conversation, truncated from the right to ``max_seq_len`` tokens.
 
-    Labels are the ids of each assistant message's (stripped) content and its EOS; ``IGNORE_INDEX``
-    elsewhere. Returns ``None`` when truncation removed every labeled token (the caller reports it).
+    Labels are the ids of the tokens of each assistant message's (stripped) content, its EOS and, with
+    ``label_newline``, the newline after it (open-instruct / LESS); ``IGNORE_INDEX`` elsewhere. Returns
+    ``None`` when truncation removed every labelled token (the caller reports it).
     """
-    return _encode_pieces(_chat_pieces(messages, _eos_id(tokenizer)), tokenizer, max_seq_len, example_id)
+    spans = chat_spans(messages, _eos(tokenizer), label_newline)
+    return _encode_spans(spans, tokenizer, max_seq_len, example_id)
 
 
 def encode_prompt(prompt_messages: Sequence[Message], tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """The ids ``encode_prompt_answer`` puts before the answer (BOS included): what generation starts from."""
-    return _tokenize_pieces(_prompt_pieces(prompt_messages, _eos_id(tokenizer)), tokenizer)[0]
+    """The ids of the prompt text alone (BOS included): what generation starts from (LESS's ``encode(query)``)."""
+    return tokenize_spans([(render_prompt(prompt_messages, _eos(tokenizer)), False)], tokenizer)[0]
 
 
 def encode_prompt_answer(prompt_messages: Sequence[Message], answer: str, tokenizer: PreTrainedTokenizerBase,
                          max_seq_len: int, example_id: str = "") -> Encoded | None:
-    """Token ids and labels of a target row: masked prompt, ``"<|assistant|>\\n"`` (+ prefix), labeled answer.
+    """Token ids and labels of a target row: masked prompt, ``"<|assistant|>\\n"`` (+ prefix), labelled answer.
 
     The answer is encoded verbatim (not stripped: LESS's answers keep their leading space, e.g. ``" B"``)
     and is not followed by EOS. Right truncation to ``max_seq_len``; ``None`` if no answer token survives.
     """
-    pieces = _prompt_pieces(prompt_messages, _eos_id(tokenizer)) + [(answer, True)]
-    return _encode_pieces(pieces, tokenizer, max_seq_len, example_id)
+    spans = [(render_prompt(prompt_messages, _eos(tokenizer)), False), (answer, True)]
+    return _encode_spans(spans, tokenizer, max_seq_len, example_id)
 
 
 def _report_dropped(dropped: list[str], total: int, what: str, max_seq_len: int) -> None:
@@ -164,8 +191,8 @@ def _report_dropped(dropped: list[str], total: int, what: str, max_seq_len: int)
                     len(dropped), total, what, max_seq_len, ", ".join(dropped[:5]))
 
 
-def encode_pool(df: pl.DataFrame, tokenizer: PreTrainedTokenizerBase,
-                max_seq_len: int) -> tuple[list[Encoded], list[str]]:
+def encode_pool(df: pl.DataFrame, tokenizer: PreTrainedTokenizerBase, max_seq_len: int, *,
+                label_newline: bool = True) -> tuple[list[Encoded], list[str]]:
     """Encode every pool row (``example_id``, ``messages`` columns) with :func:`encode_chat`.
 
     Returns the kept encodings in row order and the example_ids dropped because truncation removed all
@@ -174,7 +201,7 @@ def encode_pool(df: pl.DataFrame, tokenizer: PreTrainedTokenizerBase,
     kept: list[Encoded] = []
     dropped: list[str] = []
     for example_id, messages in zip(df["example_id"].to_list(), df["messages"].to_list(), strict=True):
-        encoded = encode_chat(messages, tokenizer, max_seq_len, example_id)
+        encoded = encode_chat(messages, tokenizer, max_seq_len, example_id, label_newline=label_newline)
         if encoded is None:
             dropped.append(example_id)
         else:

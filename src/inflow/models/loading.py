@@ -45,20 +45,27 @@ def write_model_ref(stage_dir: str | Path, model_path: str | Path) -> Path:
     return ref
 
 
-def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
-    """``AutoModelForCausalLM.from_pretrained`` on the resolved directory, in ``dtype``, eager attention.
+def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32,
+                   attn_implementation: str = "sdpa") -> PreTrainedModel:
+    """``AutoModelForCausalLM.from_pretrained`` on the resolved directory, weights in ``dtype``, on the CPU.
 
-    Eager attention keeps per-example gradients exact and forward-mode AD possible on every backend.
+    ``attn_implementation`` defaults to ``"sdpa"`` (torch's fused attention: faster, less memory, and in float64
+    exact, unlike HF's eager attention whose softmax runs in float32). Pass ``"eager"`` where the attention must be
+    plain torch ops (forward-mode AD through it).
     """
     model_dir = resolve_model_dir(path)
     if not (model_dir / "config.json").exists():
         raise InflowError(f"{model_dir}: not a model checkpoint (no config.json); run the base stage "
                           "(dvc repro base) or set the model path in params.yaml")
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="eager")
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attn_implementation)
 
 
 def apply_lora(model: PreTrainedModel, cfg: LoraConfig) -> PeftModel:
-    """Wrap ``model`` with fresh LoRA adapters on ``cfg.target_modules``; only LoRA weights train."""
+    """Wrap ``model`` with fresh LoRA adapters on ``cfg.target_modules``; only LoRA weights train.
+
+    The adapters are float32 whatever the base weights' dtype (peft's ``autocast_adapter_dtype``), so a bfloat16
+    base trains float32 LoRA weights and AdamW state under autocast.
+    """
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [m for m in cfg.target_modules if m not in names]
     if missing:
@@ -66,7 +73,7 @@ def apply_lora(model: PreTrainedModel, cfg: LoraConfig) -> PeftModel:
                           f"set lora.target_modules to some of the model's linear layers")
     peft_cfg = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                               target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, peft_cfg)
+    return get_peft_model(model, peft_cfg, autocast_adapter_dtype=True)
 
 
 def model_fingerprint(path: str | Path) -> str:

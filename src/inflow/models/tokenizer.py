@@ -2,18 +2,21 @@
 
 ``train_tokenizer`` learns merges from the given texts with the ``tokenizers`` library (deterministic for
 the same texts) and wraps the result as a ``PreTrainedTokenizerFast``, so it is saved, loaded and used
-exactly like a real checkpoint's tokenizer. The chat markers ``<|system|>``, ``<|user|>``, ``<|assistant|>``
-are special tokens (one id each) and the chat template renders messages exactly as
-:func:`inflow.data.render.render_chat` does. Encoding plain text adds no BOS/EOS: the encoders in
-``inflow.data.render`` add BOS themselves, for this tokenizer and a user's alike.
+exactly like a real checkpoint's tokenizer. The chat marker lines ``"<|system|>\\n"``, ``"<|user|>\\n"``,
+``"<|assistant|>\\n"`` are special tokens, newline included (one id each), and the chat template renders
+messages exactly as :func:`inflow.data.render.render_chat` does. Encoding plain text adds no BOS/EOS: the
+encoders in ``inflow.data.render`` add BOS themselves, for this tokenizer and a user's alike.
 
 Like Llama-2's SentencePiece tokenizer (the model LESS was built on), every encoded text that starts with
 a word gets a leading space (``"lamps"`` -> ``["Ġlamps"]``), so a word starts with the same token wherever
-it is: in running text, or as an answer encoded on its own by :mod:`inflow.data.render`. Without it, an
-extractive answer (``"lamps"``) and the span it copies (``" lamps"``) had different tokens, and the answer
-fell apart into rare letter pieces the tiny models could not learn to produce from the span
-(``docs/architecture.md``). A text that starts with whitespace (``"\\n..."`` after a chat marker) is left
-alone.
+it is: in running text, or as an answer. Without it, an extractive answer (``"lamps"``) and the span it
+copies (``" lamps"``) had different tokens, and the answer fell apart into rare letter pieces the tiny
+models could not learn to produce from the span (``docs/architecture.md``). A text that starts with
+whitespace (``"\\n..."``) is left alone. Because a marker token ends with its newline, the text after a
+marker (a message's content, an answer) is a text of its own and gets the space too, also when
+:mod:`inflow.data.render` tokenizes the whole rendered conversation at once, as open-instruct does
+(``"<|assistant|>\\n" "Ġlamps"``; Llama-2 itself would give ``"<0x0A>" "l" "amps"``). The decoder drops
+that space again after a marker, so decoding a rendered conversation gives back its text.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from inflow.errors import InflowError
 log = logging.getLogger(__name__)
 
 UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
-CHAT_MARKERS = ("<|system|>", "<|user|>", "<|assistant|>")
+CHAT_MARKERS = ("<|system|>\n", "<|user|>\n", "<|assistant|>\n")  # newline included: see the module docstring
 SPECIAL_TOKENS = (UNK, BOS, EOS, PAD, *CHAT_MARKERS)
 MODEL_MAX_LENGTH = 1_000_000  # no practical limit: data.max_seq_len truncates
 _SPECIAL_SPLIT = re.compile("|".join(re.escape(token) for token in SPECIAL_TOKENS))
@@ -55,8 +58,8 @@ CHAT_TEMPLATE = (
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on ``texts`` and wrap it with special tokens and the chat template.
 
-    Ids 0-6 are ``<unk> <s> </s> <pad> <|system|> <|user|> <|assistant|>``; the 256 byte symbols always
-    belong to the vocabulary, so the size is at least 263 whatever ``vocab_size`` asks for.
+    Ids 0-6 are ``<unk> <s> </s> <pad>`` and the three marker lines (``<|system|>\\n`` ...); the 256 byte
+    symbols always belong to the vocabulary, so the size is at least 263 whatever ``vocab_size`` asks for.
     """
     minimum = len(SPECIAL_TOKENS) + 256
     if vocab_size < minimum:
@@ -66,7 +69,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     # Prefix space per encoded text (each text between special tokens), unless it starts with whitespace.
     core.normalizer = normalizers.Sequence([normalizers.Prepend(" "), normalizers.Replace(Regex(r"\A (?=\s)"), "")])
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    core.decoder = decoders.ByteLevel()
+    # The space the normalizer gave the text after a marker is not part of the text: drop it when decoding.
+    after_marker = "|".join(re.escape(marker) for marker in CHAT_MARKERS)
+    core.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Replace(Regex(f"(?<={after_marker}) "), "")])
     trainer = trainers.BpeTrainer(
         vocab_size=max(vocab_size, minimum),
         min_frequency=2,
@@ -141,9 +146,16 @@ def _declared_class(path: Path) -> str | None:
 
 
 def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    """The id to pad batches with: the pad token's, else EOS's (padding is masked, so either is safe)."""
+    """The id to pad batches with, the one pad rule of the project: the pad token's, else EOS's.
+
+    Many checkpoints have no pad token (Llama-2, Llama-3, Mistral). Padding is masked everywhere (attention
+    mask 0, label ``IGNORE_INDEX``; see :func:`inflow.data.batching.collate`), so any id is safe: EOS needs
+    no new embedding row (LESS adds a ``<pad>`` token and resizes the embeddings instead; the masked
+    positions change nothing either way). Raises InflowError when the tokenizer has neither.
+    """
     if tokenizer.pad_token_id is not None:
         return int(tokenizer.pad_token_id)
     if tokenizer.eos_token_id is None:
-        raise InflowError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
+        raise InflowError("the tokenizer has neither a pad nor an eos token; set one (tokenizer.pad_token = "
+                          "tokenizer.eos_token, or add a pad token) and save it again with save_pretrained")
     return int(tokenizer.eos_token_id)

@@ -42,20 +42,22 @@ from inflow.config import DataConfig, FeaturesConfig, SketchConfig
 from inflow.data.batching import Encoded, collate, length_batches
 from inflow.data.pool import load_pool
 from inflow.data.render import encode_pool, encode_targets
-from inflow.data.targets import load_target_tasks
+from inflow.data.targets import load_targets_at, target_sources
 from inflow.devices import autocast, autocast_dtype, resolve_device
 from inflow.errors import InflowError, StoreMismatchError
 from inflow.gradients.blocks import lora_blocks, lora_parameters
 from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import per_example_grads
 from inflow.models.loading import load_causal_lm, model_fingerprint, resolve_model_dir
-from inflow.models.tokenizer import load_tokenizer
-from inflow.paths import POOL_SPLIT, store_path
+from inflow.models.tokenizer import load_tokenizer, pad_token_id
+from inflow.paths import POOL_SPLIT, WARMUP_MANIFEST, store_path
 from inflow.sketch import BlockSketch
 from inflow.sketch.cache import MIB
 from inflow.sketch.groups import DEFAULT_GROUP_BYTES, SketchGroups
 from inflow.store import GradientStore, RowManifest, StoreAttrs, row_hash
-from inflow.training.checkpoint import find_checkpoints, load_adam_state, load_adapter_into
+from inflow.store.attrs import FEATURE_FORMAT
+from inflow.store.identity import checkpoint_digests
+from inflow.training.checkpoint import AdamState, find_checkpoints, load_adam_state, load_adapter_into
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,8 @@ class FeatureJob:
     device: str = "cpu"  # cpu, cuda, cuda:N or auto
     precision: str = "float32"  # autocast dtype of the forward/backward (float32: no autocast)
     sketch_group_mib: int = DEFAULT_GROUP_BYTES // MIB  # features gathered per sketch call (within a chunk)
+    targets_format: str = "jsonl"  # data.targets_format
+    label_newline: bool = True  # data.label_newline (pool rows)
 
     @property
     def feature_kind(self) -> str:
@@ -108,13 +112,34 @@ class FeatureJob:
 
 
 def checkpoints_for(cfg: FeaturesConfig, warmup_dir: str | Path, default_base: str | Path) -> tuple[list[Path], str]:
-    """The checkpoints to extract at and their base model: params' external list, else the warmup run."""
-    if cfg.checkpoints:
-        if not cfg.base_model:
-            raise ValueError("features.checkpoints is set: also set features.base_model to the model they were "
-                             "trained from")
-        return [Path(c) for c in cfg.checkpoints], cfg.base_model
-    return find_checkpoints(warmup_dir), str(default_base)
+    """The checkpoints to extract at and their base model.
+
+    Checkpoints: ``features.checkpoints`` (names, or paths, relative to ``warmup_dir``), else every
+    ``checkpoint-<step>`` of ``warmup_dir``. Base model: ``features.base_model``; else ``default_base`` (the
+    selector) when ``warmup_dir`` is a run of our warmup stage (it holds ``warmup.json``); else the
+    ``base_model_name_or_path`` of the checkpoints' ``adapter_config.json`` (what peft writes, LESS's included).
+    """
+    run = Path(warmup_dir)
+    checkpoints = [run / c for c in cfg.checkpoints] if cfg.checkpoints else find_checkpoints(run)
+    missing = [str(c) for c in checkpoints if not c.is_dir()]
+    if missing:
+        raise ValueError(f"features.checkpoints: no checkpoint directory at {missing}; name checkpoint-<step> "
+                         f"directories of features.warmup_dir ({run})")
+    if cfg.base_model:
+        return checkpoints, cfg.base_model
+    if (run / WARMUP_MANIFEST).is_file():
+        return checkpoints, str(default_base)
+    return checkpoints, _adapter_base_model(checkpoints[0])
+
+
+def _adapter_base_model(checkpoint: Path) -> str:
+    config = checkpoint / "adapter_config.json"
+    base = json.loads(config.read_text()).get("base_model_name_or_path") if config.is_file() else None
+    if not base:
+        raise ValueError(f"features.checkpoints is set but features.base_model is not, and {config} names no "
+                         "base_model_name_or_path: set features.base_model to the model the checkpoints were "
+                         "trained from")
+    return str(base)
 
 
 def plan_jobs(cfg: FeaturesConfig, sketch: SketchConfig, data: DataConfig, split: str, warmup_dir: str | Path,
@@ -123,7 +148,7 @@ def plan_jobs(cfg: FeaturesConfig, sketch: SketchConfig, data: DataConfig, split
     checkpoints, base = checkpoints_for(cfg, warmup_dir, default_base)
     tasks: list[str | None] = [None]
     if split != POOL_SPLIT:
-        tasks = [t.name for t in load_target_tasks(data.targets)]
+        tasks = [source.name for source in target_sources(data.targets, data.targets_format)]
     return [
         FeatureJob(checkpoint=str(ckpt), base_model=str(base), split=split, task=task,
                    store=str(store_path(split, ckpt.name, task)), pool=data.pool, targets=data.targets,
@@ -131,7 +156,8 @@ def plan_jobs(cfg: FeaturesConfig, sketch: SketchConfig, data: DataConfig, split
                    dtype=cfg.dtype, eps_inside_sqrt=cfg.adam_eps_inside_sqrt, sketch_kind=sketch.kind,
                    sketch_dim=sketch.dim, sketch_seed=sketch.seed, threads=cfg.threads,
                    sketch_group_mib=cfg.sketch_group_mib,
-                   device=cfg.device, precision=cfg.precision)
+                   device=cfg.device, precision=cfg.precision, targets_format=data.targets_format,
+                   label_newline=data.label_newline)
         for ckpt in checkpoints for task in tasks
     ]
 
@@ -151,16 +177,16 @@ class _Context:
         tokenizer = load_tokenizer(resolve_model_dir(job.base_model))
         if job.split == POOL_SPLIT:
             frame = load_pool(job.pool)
-            self.rows, _dropped = encode_pool(frame, tokenizer, job.max_seq_len)
+            self.rows, _dropped = encode_pool(frame, tokenizer, job.max_seq_len, label_newline=job.label_newline)
         else:
-            task = next(t for t in load_target_tasks(job.targets) if t.name == job.task)
+            task = next(t for t in load_targets_at(job.targets, job.targets_format) if t.name == job.task)
             self.rows, dropped = encode_targets(task.val, tokenizer, job.max_seq_len)
             if dropped:
                 raise ValueError(f"{len(dropped)} validation rows of {job.task} lose their answer at "
                                  f"max_seq_len={job.max_seq_len}; raise data.max_seq_len")
         self.manifest = row_manifest(self.rows)
         self.index = {example_id: i for i, example_id in enumerate(self.manifest.ids)}
-        self.pad_id = tokenizer.pad_token_id
+        self.pad_id = pad_token_id(tokenizer)
         self.device = resolve_device(job.device)
         self.autocast = autocast_dtype(job.precision, self.device)
         self.model = load_adapter_into(load_causal_lm(job.base_model), job.checkpoint).to(self.device)
@@ -173,13 +199,16 @@ class _Context:
                                             exp_avg_sq=adam.exp_avg_sq.to(self.device))
         self.sketch = BlockSketch(job.sketch_kind, job.sketch_seed, [b.size for b in lora_blocks(self.model)],
                                   job.sketch_dim)
+        adapter_hash, optimizer_hash = checkpoint_digests(job.checkpoint, optimizer=self.adam is not None)
         self.attrs = StoreAttrs(
             model_id=str(job.base_model), model_hash=model_fingerprint(job.base_model),
             checkpoint=Path(job.checkpoint).name, checkpoint_step=_step_of(job.checkpoint),
             lora_targets=tuple(sorted({n.split(".lora_")[0].rsplit(".", 1)[-1] for n, _ in params})),
             feature_kind=job.feature_kind, sketch=self.sketch.to_attrs(), dim=self.sketch.out_dim,
             dtype=job.dtype, n_rows=len(self.rows), chunk_rows=job.chunk_rows, data_hash=self.manifest.digest(),
-            code_version=inflow.__version__, precision=job.precision)
+            code_version=inflow.__version__, precision=job.precision, adapter_hash=adapter_hash,
+            optimizer_hash=optimizer_hash, extraction=extraction_settings(job, self.device, self.adam),
+            feature_format=FEATURE_FORMAT)
 
     def disagreement(self, store: GradientStore, wanted: RowManifest) -> str:
         """Why this context cannot fill rows ``wanted`` of ``store`` ('' when it can)."""
@@ -194,6 +223,22 @@ class _Context:
         if changed.size:
             return f"{changed.size} of its rows changed content (first: {[wanted.ids[i] for i in changed[:5]]})"
         return ""
+
+
+def extraction_settings(job: FeatureJob, device: torch.device, adam: AdamState | None) -> dict:
+    """The job's settings that the feature bytes depend on beyond the model, checkpoint, rows and sketch.
+
+    Adam's betas/eps (read from the checkpoint) and where eps goes change the features themselves; batch size,
+    sketch group size and (CPU) thread count change the floating-point summation order, so the bytes; the
+    device type changes the kernels. Where chunks run (threads, Dask workers) does not (tested), so it is not
+    recorded.
+    """
+    settings: dict = {"batch_size": job.batch_size, "sketch_group_mib": job.sketch_group_mib,
+                      "threads": job.threads, "device": device.type}
+    if adam is not None:
+        settings["adam"] = {"beta1": adam.beta1, "beta2": adam.beta2, "eps": adam.eps,
+                            "eps_inside_sqrt": job.eps_inside_sqrt}
+    return settings
 
 
 def _step_of(checkpoint: str) -> int:
@@ -255,7 +300,8 @@ def open_store(job: FeatureJob, *, rebuild: bool = False) -> list[int]:
     except StoreMismatchError as exc:
         if not (rebuild and local):
             raise
-        log.warning("%s: %s; rebuilding it", job.store, exc)
+        log.warning("%s was built from other inputs or settings (%s): rebuilding it", job.store,
+                    "; ".join(exc.problems) or exc)
         shutil.rmtree(job.store)
         store = GradientStore.create_or_open(job.store, ctx.attrs, ctx.manifest)
     return store.pending_chunks()

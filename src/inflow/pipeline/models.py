@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,18 +13,17 @@ from inflow.config import ModelConfig
 from inflow.models.factory import build_tiny_model, count_parameters, save_model
 from inflow.models.loading import write_model_ref
 from inflow.models.tokenizer import load_tokenizer
-from inflow.pipeline.prepare import read_corpus
 from inflow.training.loop import pack_tokens, pretrain_causal_lm
 
 log = logging.getLogger(__name__)
 
 
-def build_base_model(cfg: ModelConfig, tokenizer_dir: str | Path, corpus: str | Path, out_dir: str | Path,
+def build_base_model(cfg: ModelConfig, tokenizer_dir: str | Path, texts: Sequence[str], out_dir: str | Path,
                      max_seq_len: int) -> dict:
     """Write the base checkpoint of one role to ``out_dir``.
 
     ``build: false``: ``out_dir/model_ref.json`` points at ``cfg.path``. Otherwise a tiny model of
-    ``cfg.family`` is built, pretrained for ``cfg.pretrain_epochs`` on the packed corpus, and saved with the
+    ``cfg.family`` is built, pretrained for ``cfg.pretrain_epochs`` on ``texts`` (packed), and saved with the
     tokenizer (``save_pretrained``).
     """
     out_dir = Path(out_dir)
@@ -34,7 +34,7 @@ def build_base_model(cfg: ModelConfig, tokenizer_dir: str | Path, corpus: str | 
     model = build_tiny_model(cfg, tokenizer, max_positions=max_seq_len)
     losses: list[float] = []
     if cfg.pretrain_epochs > 0:
-        docs = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in read_corpus(corpus)]
+        docs = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
         blocks = pack_tokens(docs, tokenizer.eos_token_id, block=min(128, max_seq_len))
         losses = pretrain_causal_lm(model, blocks, cfg.pretrain_epochs, cfg.pretrain_lr, cfg.pretrain_batch_size,
                                     cfg.seed)

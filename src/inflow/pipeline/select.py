@@ -12,7 +12,7 @@ import polars as pl
 
 from inflow.config import DataConfig, FeaturesConfig, SelectConfig
 from inflow.data.pool import load_pool
-from inflow.data.targets import load_target_tasks
+from inflow.data.targets import load_targets
 from inflow.devices import resolve_device
 from inflow.methods.less import checkpoint_weights, less_scores, subtask_means
 from inflow.paths import POOL_SPLIT, selection_dir, store_path
@@ -20,14 +20,17 @@ from inflow.pipeline.features import checkpoints_for
 from inflow.selection import full_selection, random_selection, round_robin, selection_size, top_k, write_selection
 from inflow.selection.outputs import ALL_TARGETS
 from inflow.store import GradientStore
+from inflow.store.attrs import require_pairing
 from inflow.training.checkpoint import checkpoint_mean_lr
 
 log = logging.getLogger(__name__)
 
 
-def _val_means(task, checkpoint: str) -> tuple[list[str], np.ndarray]:
-    """(subtask names, [K, d] mean unit validation feature per subtask) of ``task`` at ``checkpoint``."""
+def _val_means(task, checkpoint: str, pool: GradientStore) -> tuple[list[str], np.ndarray]:
+    """(subtask names, [K, d] mean unit validation feature per subtask) of ``task`` at ``checkpoint``; the target
+    store must pair with the ``pool`` store of the same checkpoint (same model, checkpoint content, sketch)."""
     store = GradientStore.open(store_path("targets", checkpoint, task.name))
+    require_pairing(pool.attrs, store.attrs, pool.path, store.path)
     subtask_of = dict(zip(task.val["example_id"].to_list(), task.val["subtask"].to_list()))
     return subtask_means(store.read_all(), [subtask_of[i] for i in store.example_ids()])
 
@@ -39,8 +42,8 @@ def run_less(select: SelectConfig, features: FeaturesConfig, data: DataConfig, w
     checkpoints, _base = checkpoints_for(features, warmup_dir, default_base)
     weights = checkpoint_weights([checkpoint_mean_lr(c) for c in checkpoints])
     train = [GradientStore.open(store_path(POOL_SPLIT, c.name)) for c in checkpoints]
-    tasks = load_target_tasks(data.targets)
-    per_checkpoint = {t.name: [_val_means(t, c.name) for c in checkpoints] for t in tasks}
+    tasks = load_targets(data)
+    per_checkpoint = {t.name: [_val_means(t, c.name, pool) for c, pool in zip(checkpoints, train)] for t in tasks}
     subtask_names = {t: found[0][0] for t, found in per_checkpoint.items()}  # sorted names, same at every checkpoint
     means = {t: [m for _, m in found] for t, found in per_checkpoint.items()}
     device = resolve_device(select.device, "select.device")

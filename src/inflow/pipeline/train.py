@@ -16,8 +16,8 @@ from inflow.config import DataConfig, FinetuneConfig, WarmupConfig
 from inflow.data.pool import load_pool
 from inflow.data.render import encode_pool
 from inflow.models.loading import apply_lora, load_causal_lm, resolve_model_dir
-from inflow.models.tokenizer import load_tokenizer
-from inflow.training.loop import train_lora
+from inflow.models.tokenizer import load_tokenizer, pad_token_id
+from inflow.training.loop import train_lora, training_device
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,21 @@ def warmup_subset(pool: pl.DataFrame, fraction: float, seed: int) -> pl.DataFram
 
 
 def _train(rows: pl.DataFrame, cfg, data: DataConfig, model_dir: str | Path, ckpt_dir: Path | None, desc: str):
-    """LoRA training of ``rows``; ``cfg.seed`` fixes the LoRA init and dropout (torch's global RNG, restored after),
-    so a rerun, or DVC rebuilding the stage, gives the same adapter."""
+    """LoRA training of ``rows``; ``cfg.seed`` fixes the LoRA init and dropout (torch's global RNG, and the training
+    GPU's, restored after), so a rerun, or DVC rebuilding the stage, gives the same adapter.
+
+    With ``precision: bfloat16`` on a GPU the frozen base weights are loaded in bfloat16 (half the memory; the
+    LoRA weights stay float32); otherwise in float32.
+    """
     tokenizer = load_tokenizer(resolve_model_dir(model_dir))
-    encoded, dropped = encode_pool(rows, tokenizer, data.max_seq_len)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = apply_lora(load_causal_lm(model_dir), cfg.lora)
-        result = train_lora(model, encoded, cfg, tokenizer.pad_token_id, ckpt_dir, desc=desc)
+    encoded, dropped = encode_pool(rows, tokenizer, data.max_seq_len, label_newline=data.label_newline)
+    device = training_device(cfg)
+    dtype = torch.bfloat16 if cfg.precision == "bfloat16" and device.type == "cuda" else torch.float32
+    gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):
+        torch.manual_seed(cfg.seed)  # LoRA init on the CPU, so CPU and GPU runs start from the same adapter
+        model = apply_lora(load_causal_lm(model_dir, dtype=dtype), cfg.lora)
+        result = train_lora(model, encoded, cfg, pad_token_id(tokenizer), ckpt_dir, desc=desc)
     return model, tokenizer, result, len(encoded), dropped
 
 

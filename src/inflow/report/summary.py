@@ -1,11 +1,16 @@
 """Build and print the summary: per target task x method, test loss, exact match and selection size.
 
+The composition columns (``in_family_share``, ``decoy_share``, ``harmful_share``) need the ground-truth
+columns only the built-in benchmark's pool carries (``family``, ``kind``, ``harmful``); on any other pool they
+are left out, and the summary says so in its ``notes`` and in a log line.
+
 Run as ``python -m inflow.report.summary reports/summary.json`` to print a saved summary as a table.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +20,19 @@ import polars as pl
 from inflow.selection import read_selection
 from inflow.selection.outputs import ALL_TARGETS
 
+log = logging.getLogger(__name__)
+
 GROUND_TRUTH = ("family", "kind", "harmful")
+COMPOSITION = ("in_family_share", "decoy_share", "harmful_share")
+
+
+def ground_truth_note(pool: pl.DataFrame) -> str | None:
+    """Why the composition columns are missing (None when the pool has every ground-truth column)."""
+    missing = [c for c in GROUND_TRUTH if c not in pool.columns]
+    if not missing:
+        return None
+    return (f"no selection composition ({', '.join(COMPOSITION)}): the pool has no ground-truth column(s) "
+            f"{', '.join(missing)}, which only the built-in benchmark's pool carries")
 
 
 def composition(selected: pl.DataFrame, pool: pl.DataFrame, target: str) -> dict:
@@ -33,7 +50,13 @@ def composition(selected: pl.DataFrame, pool: pl.DataFrame, target: str) -> dict
 
 
 def build_summary(methods: Sequence[str], metrics_dir: Path, selections_dir: Path, pool: pl.DataFrame) -> list[dict]:
-    """One row per (target, method) from ``metrics/<method>.json`` and the selection tables."""
+    """One row per (target, method) from ``metrics/<method>.json`` and the selection tables.
+
+    Logs :func:`ground_truth_note` when the composition columns are left out.
+    """
+    note = ground_truth_note(pool)
+    if note:
+        log.info("summary: %s", note)
     rows = []
     for method in methods:
         metrics = json.loads((metrics_dir / f"{method}.json").read_text())
@@ -47,6 +70,13 @@ def build_summary(methods: Sequence[str], metrics_dir: Path, selections_dir: Pat
                              "exact_match": m["exact_match"], "selection_size": len(selected),
                              **composition(selected, pool, task)})
     return sorted(rows, key=lambda r: (r["target"], r["method"]))
+
+
+def summarize(methods: Sequence[str], metrics_dir: Path, selections_dir: Path, pool: pl.DataFrame) -> dict:
+    """The content of reports/summary.json: ``{"rows", "methods", "notes"}`` (notes: what was left out, why)."""
+    note = ground_truth_note(pool)
+    return {"rows": build_summary(methods, metrics_dir, selections_dir, pool), "methods": list(methods),
+            "notes": [note] if note else []}
 
 
 def format_table(rows: Sequence[dict]) -> str:
@@ -71,7 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not path.exists():
         print(f"{path}: no summary yet; run `make run` (or `dvc repro`) first", file=sys.stderr)
         return 1
-    print(format_table(json.loads(path.read_text())["rows"]))
+    summary = json.loads(path.read_text())
+    print(format_table(summary["rows"]))
+    for note in summary.get("notes", []):
+        print(f"note: {note}")
     return 0
 
 

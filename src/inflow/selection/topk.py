@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,8 +11,13 @@ from inflow.config import SelectConfig
 
 
 def selection_size(n_pool: int, cfg: SelectConfig) -> int:
-    """k = cfg.count if set, else ceil(fraction * n_pool); never more than the pool."""
-    k = cfg.count if cfg.count > 0 else math.ceil(cfg.fraction * n_pool)
+    """The budget k: ``cfg.count`` if set, else LESS's ``int(fraction * n_pool)``; at least 1, at most the pool.
+
+    The fraction rounds down, as LESS's ``write_selected_data.py`` does (330 rows at 5% -> 16, not 17), and
+    with the same float product (0.29 * 100 is 28.999..., so 28), so a budget matches LESS's to the row.
+    At least one row is selected from a non-empty pool, so a tiny pool or fraction never selects nothing.
+    """
+    k = cfg.count if cfg.count > 0 else int(cfg.fraction * n_pool)
     return max(1, min(k, n_pool))
 
 

@@ -126,13 +126,15 @@ class GradientStore:
         problems = stored.blocking_diff(attrs, labels) if rows is None else stored.settings_diff(attrs, labels)
         if problems:
             raise StoreMismatchError(
-                f"the gradient store at {location} was built with other settings: {'; '.join(problems)}. "
-                f"Delete {location} (or write to another path) and rerun the features stage, "
-                "or restore the settings it was built with."
+                f"the gradient store at {location} was built from other inputs or settings: "
+                f"{'; '.join(problems)}. Rerun the features stage (dvc repro rebuilds it), or delete {location} "
+                "(or write to another path) before resuming by hand, or restore what it was built from.",
+                problems,
             )
         if stored.code_version != attrs.code_version:
-            logger.warning("gradient store at %s was written by inflow %s, this is %s; reusing its features",
-                           location, stored.code_version, attrs.code_version)
+            logger.info("gradient store at %s was written by inflow %s, this is %s (same feature format %d): "
+                        "reusing its features", location, stored.code_version, attrs.code_version,
+                        stored.feature_format)
         _check_arrays(group, stored, location, growing=rows is not None)
         if rows is not None:
             grown = grow_arrays(group, location, stored, rows)

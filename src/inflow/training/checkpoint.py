@@ -4,7 +4,8 @@ A checkpoint is a directory ``<run>/checkpoint-<global_step>/`` holding
 
 - ``adapter_model.safetensors`` + ``adapter_config.json``: the LoRA adapter (peft ``save_pretrained``);
 - ``optimizer.pt``: ``torch.save(optimizer.state_dict())``, integer-keyed (what the HF Trainer writes), or,
-  from FSDP / accelerate runs such as LESS's own scripts, ``optimizer.bin`` keyed by parameter name;
+  from FSDP / accelerate runs such as LESS's own scripts, ``optimizer.bin`` whose state is keyed by
+  parameter name (its ``param_groups`` may still list integer ids; the names decide);
 - ``scheduler.pt``: the LR scheduler's state;
 - ``trainer_state.json``: ``global_step``, ``epoch`` and ``log_history`` (one entry per logged step with
   ``step``, ``epoch``, ``learning_rate``, ``loss``), the fields the HF Trainer writes.
@@ -181,10 +182,12 @@ def load_adapter_into(model_base: torch.nn.Module, ckpt_dir: str | Path) -> Peft
 def load_adam_state(ckpt_dir: str | Path, params: list[tuple[str, torch.Size]]) -> AdamState:
     """The AdamW moments of ``params`` (the LoRA parameters' ``(name, shape)`` in ``lora_parameters`` order).
 
-    Integer-keyed state (``optimizer.pt``): slot k of ``param_groups`` (groups concatenated in order) is
-    ``params[k]``. Name-keyed state (``optimizer.bin``): each parameter is matched by name, ignoring
-    wrapper prefixes (``base_model.model.``, ``_fsdp_wrapped_module.``, ``module.``) and the adapter
-    name (``.default``). Every slot's ``exp_avg``/``exp_avg_sq`` must have its parameter's shape.
+    Two layouts, told apart by the keys of ``state`` (see :func:`_state_keys`): integer-keyed state
+    (``optimizer.pt``, HF Trainer), where slot k of ``param_groups`` (groups concatenated in order) is
+    ``params[k]``; and name-keyed state (``optimizer.bin`` from FSDP / accelerate, what LESS's
+    ``get_info`` reads), whose ``param_groups`` may list names or integer ids: each parameter is matched by
+    name, ignoring wrapper prefixes (``base_model.model.``, ``_fsdp_wrapped_module.``, ``module.``) and the
+    adapter name (``.default``). Every slot's ``exp_avg``/``exp_avg_sq`` must have its parameter's shape.
     Returns m, v flattened to ``[D]`` = concatenation over ``params``.
     """
     ckpt_dir = Path(ckpt_dir)
@@ -193,15 +196,10 @@ def load_adam_state(ckpt_dir: str | Path, params: list[tuple[str, torch.Size]]) 
     if not isinstance(state, dict) or not isinstance(groups, list) or not groups:
         raise CheckpointError(f"{source}: not an optimizer state_dict (needs 'state' and 'param_groups'); "
                               "save it with torch.save(optimizer.state_dict())")
-    slots = [key for group in groups for key in group["params"]]
-    if len(slots) != len(params):
-        raise CheckpointError(f"{source}: the optimizer holds {len(slots)} parameters but the model has "
-                              f"{len(params)} LoRA parameters; the checkpoint was trained with LoRA targets "
-                              "different from params.yaml warmup.lora: use the same target_modules")
-    keys = _match_names(slots, params, source) if any(isinstance(s, str) for s in slots) else slots
+    keys = _state_keys(state, groups, params, source)
     moments: dict[str, list[torch.Tensor]] = {"exp_avg": [], "exp_avg_sq": []}
     steps = []
-    for (name, shape), key in zip(params, keys):
+    for (name, shape), key in zip(params, keys, strict=True):
         slot = state.get(key)
         if not isinstance(slot, dict) or "exp_avg" not in slot or "exp_avg_sq" not in slot:
             raise CheckpointError(f"{source}: no AdamW state (exp_avg, exp_avg_sq) for {name} (slot {key!r}); "
@@ -218,6 +216,37 @@ def load_adam_state(ckpt_dir: str | Path, params: list[tuple[str, torch.Size]]) 
     beta1, beta2, eps, lr = _hyper_parameters(groups, source)
     return AdamState(exp_avg=torch.cat(moments["exp_avg"]), exp_avg_sq=torch.cat(moments["exp_avg_sq"]),
                      step=max(steps), beta1=beta1, beta2=beta2, eps=eps, lr=lr)
+
+
+def _state_keys(state: dict, groups: list[dict], params: list[tuple[str, torch.Size]], source: Path) -> list:
+    """The key of ``state`` that holds each parameter's moments, in ``params`` order.
+
+    Name-keyed ``state``: matched by name, whatever ``param_groups`` lists (FSDP full state dicts list names;
+    LESS's ``optimizer.bin`` lists integer ids, which it ignores, as we do). Integer-keyed ``state``: the
+    parameter ids of ``param_groups`` in order, the k-th for ``params[k]``.
+    """
+    named = [key for key in state if isinstance(key, str)]
+    if named and len(named) != len(state):
+        raise CheckpointError(f"{source}: the optimizer state mixes parameter names and integer ids as keys; "
+                              "save it again with torch.save(optimizer.state_dict()) (integer ids) or as a full "
+                              "name-keyed FSDP optimizer state dict")
+    if named:
+        _check_count(len(state), len(params), source)
+        return _match_names(named, params, source)
+    slots = [key for group in groups for key in group.get("params", [])]
+    if any(not isinstance(slot, int) for slot in slots):
+        raise CheckpointError(f"{source}: param_groups list parameter names but the state is keyed by integer "
+                              "ids, so slots cannot be matched; save the optimizer with "
+                              "torch.save(optimizer.state_dict())")
+    _check_count(len(slots), len(params), source)
+    return slots
+
+
+def _check_count(n_slots: int, n_params: int, source: Path) -> None:
+    if n_slots != n_params:
+        raise CheckpointError(f"{source}: the optimizer holds {n_slots} parameters but the model has "
+                              f"{n_params} LoRA parameters; the checkpoint was trained with LoRA targets "
+                              "different from params.yaml warmup.lora: use the same target_modules")
 
 
 def _read_optimizer(ckpt_dir: Path) -> tuple[dict, Path]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,12 +56,19 @@ class Slot:
     harmful: int = 0
 
 
-def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path) -> dict:
+PARTS = frozenset({"pool", "targets", "corpus"})
+
+
+def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path, parts: Collection[str] = PARTS) -> dict:
     """Generate the seeded benchmark into ``out_dir`` and return its manifest (also ``manifest.json``).
 
     Same ``cfg`` -> byte-identical files; the seed drives the world, the pool, the target splits and the
-    corpus through independent ``SeedSequence`` children.
+    corpus through independent ``SeedSequence`` children. Only the files of ``parts`` are written (a user who
+    brings their own pool and targets gets no built-in ones beside them); the manifest describes them all.
     """
+    unknown = set(parts) - PARTS
+    if unknown:
+        raise ValueError(f"unknown benchmark parts {sorted(unknown)}: choose from {sorted(PARTS)}")
     world_ss, pool_ss, order_ss, val_ss, test_ss, corpus_ss = _streams(cfg.seed)
     world = build_world(np.random.default_rng(world_ss))
     seen: set[str] = set()
@@ -77,12 +84,14 @@ def generate_benchmark(cfg: BenchmarkConfig, out_dir: str | Path) -> dict:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(out / "pool.jsonl", pool_rows)
-    for split, rows_by_task in splits.items():
+    if "pool" in parts:
+        _write_jsonl(out / "pool.jsonl", pool_rows)
+    for split, rows_by_task in splits.items() if "targets" in parts else ():
         for task, rows in rows_by_task.items():
             (out / "targets" / task).mkdir(parents=True, exist_ok=True)
             _write_jsonl(out / "targets" / task / f"{split}.jsonl", rows)
-    _write_jsonl(out / "corpus.jsonl", [{"text": text} for text in corpus])
+    if "corpus" in parts:
+        _write_jsonl(out / "corpus.jsonl", [{"text": text} for text in corpus])
     manifest = _manifest(cfg, world, pool_rows, splits, len(corpus))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -1,0 +1,103 @@
+"""A store is identified by what went in: a warmup rerun with another learning rate writes checkpoints of the same
+names, and the features stage must notice (rebuild under the stage, refuse by hand), so the selection changes.
+Scoring refuses pool and target stores that were not built alike."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from inflow import paths
+from inflow.config import DataConfig, SelectConfig, WarmupConfig
+from inflow.errors import StoreMismatchError
+from inflow.pipeline.features import extract_store, open_store, plan_jobs
+from inflow.pipeline.select import run_less
+from inflow.pipeline.train import run_warmup
+from inflow.selection.outputs import read_selection
+from inflow.store import GradientStore
+from inflow.store.attrs import FEATURE_FORMAT
+from inflow.store.identity import checkpoint_digests
+
+
+def _data(project) -> DataConfig:
+    return DataConfig(pool=str(project.pool), targets=str(project.root / project.params.data.targets),
+                      max_seq_len=project.params.data.max_seq_len)
+
+
+def _extract_all(project, rebuild: bool) -> None:
+    """The features stage's work for both splits, as the flow does it (open with ``rebuild``, fill the chunks)."""
+    p = project.params
+    for split in ("pool", "targets"):
+        for job in plan_jobs(p.features, p.sketch, _data(project), split, paths.WARMUP,
+                             paths.base_model_dir("selector")):
+            open_store(job, rebuild=rebuild)
+            extract_store(job, progress=False)
+
+
+def _less(project, out: str) -> tuple[list[str], np.ndarray]:
+    p = project.params
+    run_less(SelectConfig(count=5, subtask_rule="max"), p.features, _data(project), paths.WARMUP,
+             paths.base_model_dir("selector"), "selector", out)
+    scores = pl.read_parquet(Path(out) / "scores.parquet")
+    selected = read_selection(out).sort("target", "rank")["example_id"].to_list()
+    return selected, scores.select(pl.col("^score_[^/]*$")).to_numpy()
+
+
+def test_warmup_rerun_with_other_lr_rebuilds_features_and_changes_the_selection(tiny_project, tmp_path: Path,
+                                                                                 monkeypatch) -> None:
+    project = tiny_project.copy(tmp_path / "project")
+    monkeypatch.chdir(project.root)
+    _extract_all(project, rebuild=True)
+    store = paths.store_path("pool", "checkpoint-3")
+    before = GradientStore.open(store)
+    assert before.attrs.feature_format == FEATURE_FORMAT and before.attrs.optimizer_hash
+    assert before.attrs.extraction["adam"]["eps_inside_sqrt"] is True
+    old_features = before.read_all()
+    old_selection, old_scores = _less(project, "sel_old")
+
+    # the same warmup, another learning rate: the same checkpoint names, other adapter weights and moments
+    warmup = dataclasses.replace(project.params.warmup, lr=project.params.warmup.lr * 5)
+    assert isinstance(warmup, WarmupConfig)
+    run_warmup(warmup, _data(project), paths.base_model_dir("selector"), paths.WARMUP)
+    assert (paths.WARMUP / "checkpoint-3").is_dir()
+    job = plan_jobs(project.params.features, project.params.sketch, _data(project), "pool", paths.WARMUP,
+                    paths.base_model_dir("selector"))[0]
+    with pytest.raises(StoreMismatchError, match="adapter_hash") as info:  # by hand: refused, with the fix
+        open_store(job)
+    assert "optimizer_hash" in str(info.value) and "Rerun the features stage" in str(info.value)
+
+    # scoring the stale pool store against rebuilt target stores is refused too
+    for target_job in plan_jobs(project.params.features, project.params.sketch, _data(project), "targets",
+                                paths.WARMUP, paths.base_model_dir("selector")):
+        open_store(target_job, rebuild=True)
+        extract_store(target_job, progress=False)
+    with pytest.raises(StoreMismatchError, match="adapter_hash: .* in the pool store"):
+        _less(project, "sel_mixed")
+
+    _extract_all(project, rebuild=True)  # the stage: rebuilds every store from the new checkpoints
+    after = GradientStore.open(store)
+    adapter, optimizer = checkpoint_digests(paths.WARMUP / "checkpoint-3", optimizer=True)
+    assert (after.attrs.adapter_hash, after.attrs.optimizer_hash) == (adapter, optimizer)
+    assert after.attrs.adapter_hash != before.attrs.adapter_hash
+    cosines = np.sum(after.read_all() * old_features, axis=1)
+    assert np.mean(cosines) < 0.99  # the features really were recomputed
+    new_selection, new_scores = _less(project, "sel_new")
+    assert not np.allclose(new_scores, old_scores)
+    assert new_selection != old_selection
+
+
+def test_extraction_settings_are_part_of_the_identity(tiny_project, tmp_path: Path) -> None:
+    store = tmp_path / "s.zarr"
+    job = tiny_project.job(store, split="targets")
+    extract_store(job, progress=False)
+    attrs = GradientStore.open(store).attrs
+    assert attrs.extraction == {"batch_size": 2, "sketch_group_mib": 256, "threads": 1, "device": "cpu"}
+    assert attrs.optimizer_hash == "" and attrs.adapter_hash  # SGD features never read the optimizer
+    with pytest.raises(StoreMismatchError, match="extraction.batch_size: 2 in the store, 3 asked for now"):
+        open_store(tiny_project.job(store, split="targets", batch_size=3))
+    rebuilt = open_store(tiny_project.job(store, split="targets", batch_size=3), rebuild=True)
+    assert rebuilt == list(range(attrs.n_chunks)) and GradientStore.open(store).attrs.extraction["batch_size"] == 3
