@@ -79,6 +79,17 @@ def test_the_less_warmup_preset_in_docs_validates() -> None:
     assert (warmup.device, warmup.precision, warmup.max_grad_norm) == ("cuda", "bfloat16", 1.0)
 
 
+def test_readme_gpu_params_are_valid() -> None:
+    """README's "real model on a GPU" params, merged into the defaults, are a valid params.yaml."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "targets_format: mmlu" in b]
+    assert len(blocks) == 1
+    params = params_from_dict(_merge(params_to_dict(Params()), yaml.safe_load(blocks[0])))
+    assert params.data.targets_format == "mmlu" and not params.selector.build
+    assert params.warmup.batch_size * params.warmup.grad_accum == 128
+    assert {params.warmup.device, params.features.device, params.finetune.device, params.evaluate.device} == {"cuda"}
+
+
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [

@@ -34,9 +34,9 @@ def test_dask_address_picks_the_task_runner() -> None:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_features_flow_on_a_dask_cluster_matches_one_process(tiny_project, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             prefect_api: None) -> None:
     from distributed import Client, LocalCluster
-    from prefect.testing.utilities import prefect_test_harness
 
     from flows.features import features
     from inflow import paths
@@ -49,8 +49,7 @@ def test_features_flow_on_a_dask_cluster_matches_one_process(tiny_project, tmp_p
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
                       env={"PYTHONPATH": str(ROOT)}) as cluster, Client(cluster) as client:
         project.write_params(dask_address=cluster.scheduler_address, chunk_rows=2)
-        with prefect_test_harness():
-            summary = features(params_path="params.yaml", split="pool")
+        summary = features(params_path="params.yaml", split="pool")
 
         def contexts() -> int:  # runs on each worker: how many jobs it extracted chunks of
             from inflow.pipeline import features as step
