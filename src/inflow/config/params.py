@@ -98,5 +98,5 @@ def tiny_params() -> Params:
         sketch=SketchConfig(dim=256),
         features=FeaturesConfig(batch_size=8, chunk_rows=64),
         finetune=FinetuneConfig(epochs=1, batch_size=8),
-        evaluate=EvaluateConfig(batch_size=16, max_new_tokens=8),
+        evaluate=EvaluateConfig(batch_size=16, max_new_tokens=0),
     )

@@ -15,7 +15,9 @@ result does not depend on how many workers there are or in which order chunks ru
 Bit-identity: a store's bytes are a function of its job (model, checkpoint, data, settings), whatever the
 order, number or placement of the processes that filled it, given the same hardware and software and the
 same ``features.threads`` (torch's CPU kernels sum in a thread-count-dependent order) and the same
-``features.batch_size`` and ``features.sketch_group_mib`` (BLAS picks its kernel by the number of rows).
+``features.batch_size`` and ``features.sketch_group_mib`` (BLAS picks its kernel by the number of rows). The store
+records all of these, with content hashes of the checkpoint (:func:`extraction_settings`,
+:mod:`inflow.store.identity`), and refuses to be resumed or grown under other ones.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +39,10 @@ import torch
 from tqdm.auto import tqdm
 
 import inflow
-from inflow.config import DataConfig, FeaturesConfig, SketchConfig
 from inflow.data.batching import Encoded, collate, length_batches
 from inflow.data.pool import load_pool
 from inflow.data.render import encode_pool, encode_targets
-from inflow.data.targets import load_targets_at, target_sources
+from inflow.data.targets import load_targets_at
 from inflow.devices import autocast, autocast_dtype, resolve_device
 from inflow.errors import InflowError, StoreMismatchError
 from inflow.gradients.blocks import lora_blocks, lora_parameters
@@ -50,116 +50,21 @@ from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import per_example_grads
 from inflow.models.loading import load_causal_lm, model_fingerprint, resolve_model_dir
 from inflow.models.tokenizer import load_tokenizer, pad_token_id
-from inflow.paths import POOL_SPLIT, WARMUP_MANIFEST, store_path
+from inflow.paths import POOL_SPLIT
+from inflow.pipeline.feature_jobs import FeatureJob, checkpoints_for, job_summary, plan_jobs
 from inflow.sketch import BlockSketch
 from inflow.sketch.cache import MIB
-from inflow.sketch.groups import DEFAULT_GROUP_BYTES, SketchGroups
+from inflow.sketch.groups import SketchGroups
 from inflow.store import GradientStore, RowManifest, StoreAttrs, row_hash
 from inflow.store.attrs import FEATURE_FORMAT
 from inflow.store.identity import checkpoint_digests
-from inflow.training.checkpoint import AdamState, find_checkpoints, load_adam_state, load_adapter_into
+from inflow.training.checkpoint import AdamState, load_adam_state, load_adapter_into
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class FeatureJob:
-    """One store to fill: the rows of ``split`` (``pool``, or target task ``task``) at ``checkpoint``.
-
-    Paths are used as given (relative ones against the working directory of whichever process runs the job).
-    """
-
-    checkpoint: str  # HF Trainer checkpoint directory
-    base_model: str  # the model the adapter was trained on
-    split: str  # "pool" or "targets"
-    task: str | None  # target task name for split "targets"
-    store: str  # store path
-    pool: str  # pool file (split "pool")
-    targets: str  # target tasks root (split "targets")
-    max_seq_len: int
-    batch_size: int
-    chunk_rows: int
-    dtype: str
-    eps_inside_sqrt: bool
-    sketch_kind: str
-    sketch_dim: int
-    sketch_seed: int
-    threads: int = 1  # torch intra-op threads while extracting (0: leave torch's setting)
-    device: str = "cpu"  # cpu, cuda, cuda:N or auto
-    precision: str = "float32"  # autocast dtype of the forward/backward (float32: no autocast)
-    sketch_group_mib: int = DEFAULT_GROUP_BYTES // MIB  # features gathered per sketch call (within a chunk)
-    targets_format: str = "jsonl"  # data.targets_format
-    label_newline: bool = True  # data.label_newline (pool rows)
-
-    @property
-    def feature_kind(self) -> str:
-        return "adam" if self.split == POOL_SPLIT else "sgd"
-
-    def to_json(self) -> str:
-        """The job as a JSON object (for ``python -m inflow.pipeline.features --job``)."""
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> FeatureJob:
-        """The inverse of :meth:`to_json`; ``ValueError`` naming missing or unknown keys."""
-        data = json.loads(text)
-        names = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.default is MISSING}
-        if not isinstance(data, dict) or set(data) - names or required - set(data):
-            keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"a feature job needs the keys {sorted(names)}, got {keys}")
-        return cls(**data)
-
-
-def checkpoints_for(cfg: FeaturesConfig, warmup_dir: str | Path, default_base: str | Path) -> tuple[list[Path], str]:
-    """The checkpoints to extract at and their base model.
-
-    Checkpoints: ``features.checkpoints`` (names, or paths, relative to ``warmup_dir``), else every
-    ``checkpoint-<step>`` of ``warmup_dir``. Base model: ``features.base_model``; else ``default_base`` (the
-    selector) when ``warmup_dir`` is a run of our warmup stage (it holds ``warmup.json``); else the
-    ``base_model_name_or_path`` of the checkpoints' ``adapter_config.json`` (what peft writes, LESS's included).
-    """
-    run = Path(warmup_dir)
-    checkpoints = [run / c for c in cfg.checkpoints] if cfg.checkpoints else find_checkpoints(run)
-    missing = [str(c) for c in checkpoints if not c.is_dir()]
-    if missing:
-        raise ValueError(f"features.checkpoints: no checkpoint directory at {missing}; name checkpoint-<step> "
-                         f"directories of features.warmup_dir ({run})")
-    if cfg.base_model:
-        return checkpoints, cfg.base_model
-    if (run / WARMUP_MANIFEST).is_file():
-        return checkpoints, str(default_base)
-    return checkpoints, _adapter_base_model(checkpoints[0])
-
-
-def _adapter_base_model(checkpoint: Path) -> str:
-    config = checkpoint / "adapter_config.json"
-    base = json.loads(config.read_text()).get("base_model_name_or_path") if config.is_file() else None
-    if not base:
-        raise ValueError(f"features.checkpoints is set but features.base_model is not, and {config} names no "
-                         "base_model_name_or_path: set features.base_model to the model the checkpoints were "
-                         "trained from")
-    return str(base)
-
-
-def plan_jobs(cfg: FeaturesConfig, sketch: SketchConfig, data: DataConfig, split: str, warmup_dir: str | Path,
-              default_base: str | Path) -> list[FeatureJob]:
-    """Every (checkpoint, task) store of ``split``."""
-    checkpoints, base = checkpoints_for(cfg, warmup_dir, default_base)
-    tasks: list[str | None] = [None]
-    if split != POOL_SPLIT:
-        tasks = [source.name for source in target_sources(data.targets, data.targets_format)]
-    return [
-        FeatureJob(checkpoint=str(ckpt), base_model=str(base), split=split, task=task,
-                   store=str(store_path(split, ckpt.name, task)), pool=data.pool, targets=data.targets,
-                   max_seq_len=data.max_seq_len, batch_size=cfg.batch_size, chunk_rows=cfg.chunk_rows,
-                   dtype=cfg.dtype, eps_inside_sqrt=cfg.adam_eps_inside_sqrt, sketch_kind=sketch.kind,
-                   sketch_dim=sketch.dim, sketch_seed=sketch.seed, threads=cfg.threads,
-                   sketch_group_mib=cfg.sketch_group_mib,
-                   device=cfg.device, precision=cfg.precision, targets_format=data.targets_format,
-                   label_newline=data.label_newline)
-        for ckpt in checkpoints for task in tasks
-    ]
+# the job and its plan live in feature_jobs; re-exported here, where flows, tasks and tests have always found them
+__all__ = ["FeatureJob", "checkpoints_for", "extract_chunk", "extract_store", "featurize", "job_summary", "main",
+           "open_store", "plan_jobs", "remove_stale_stores", "row_manifest", "torch_threads"]
 
 
 def row_manifest(rows: Sequence[Encoded]) -> RowManifest:
@@ -376,11 +281,6 @@ def extract_store(job: FeatureJob, progress: bool = True) -> int:
     for chunk in tqdm(pending, desc=name, unit="chunk", disable=not progress):
         written += extract_chunk(job, chunk)
     return written
-
-
-def job_summary(job: FeatureJob) -> dict:
-    """A JSON-able description of a job for logs and manifests."""
-    return {k: v for k, v in asdict(job).items() if k in ("checkpoint", "split", "task", "store")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
