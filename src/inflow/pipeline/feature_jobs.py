@@ -14,6 +14,7 @@ from pathlib import Path
 
 from inflow.config import DataConfig, FeaturesConfig, SketchConfig
 from inflow.data.targets import target_sources
+from inflow.errors import CheckpointError
 from inflow.paths import POOL_SPLIT, WARMUP_MANIFEST, store_path
 from inflow.sketch.cache import MIB
 from inflow.sketch.groups import DEFAULT_GROUP_BYTES
@@ -81,8 +82,8 @@ def checkpoints_for(cfg: FeaturesConfig, warmup_dir: str | Path, default_base: s
     checkpoints = [run / c for c in cfg.checkpoints] if cfg.checkpoints else find_checkpoints(run)
     missing = [str(c) for c in checkpoints if not c.is_dir()]
     if missing:
-        raise ValueError(f"features.checkpoints: no checkpoint directory at {missing}; name checkpoint-<step> "
-                         f"directories of features.warmup_dir ({run})")
+        raise CheckpointError(f"features.checkpoints: no checkpoint directory at {missing}; name "
+                              f"checkpoint-<step> directories of features.warmup_dir ({run})")
     if cfg.base_model:
         return checkpoints, cfg.base_model
     if (run / WARMUP_MANIFEST).is_file():
@@ -94,9 +95,8 @@ def _adapter_base_model(checkpoint: Path) -> str:
     config = checkpoint / "adapter_config.json"
     base = json.loads(config.read_text()).get("base_model_name_or_path") if config.is_file() else None
     if not base:
-        raise ValueError(f"features.checkpoints is set but features.base_model is not, and {config} names no "
-                         "base_model_name_or_path: set features.base_model to the model the checkpoints were "
-                         "trained from")
+        raise CheckpointError(f"features.base_model is not set, and {config} names no base_model_name_or_path: "
+                              "set features.base_model to the model the checkpoints were trained from")
     return str(base)
 
 

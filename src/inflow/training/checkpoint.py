@@ -127,7 +127,7 @@ def find_checkpoints(run_dir: str | Path) -> list[Path]:
              if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
     if not found:
         raise CheckpointError(f"{run_dir}: no checkpoint-<step> directories; run the warmup stage "
-                              "(dvc repro warmup) or list checkpoint directories in features.checkpoints")
+                              "(dvc repro warmup) or point features.warmup_dir at a run that has them")
     return [path for _, path in sorted(found)]
 
 
