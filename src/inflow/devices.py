@@ -17,12 +17,13 @@ def resolve_device(device: str, key: str = "features.device") -> torch.device:
     return torch.device(device)
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``features.precision`` (None: float32, no autocast)."""
+def autocast_dtype(precision: str, device: torch.device, key: str = "features.precision") -> torch.dtype | None:
+    """The autocast dtype for a precision setting (``key``; None: float32, no autocast) on ``device``."""
     if precision == "float32":
         return None
-    if precision == "float16" and device.type == "cpu":
-        raise InflowError("features.precision float16 is for GPUs; on CPU use bfloat16 or float32")
+    if precision == "float16" and device.type != "cuda":
+        raise InflowError(f"{key} float16 needs a GPU, but this runs on {device}; set {key}: bfloat16 or "
+                          "float32, or run on a cuda device")
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
 
 

@@ -71,7 +71,7 @@ def test_evaluation_device() -> None:
     assert evaluation_device(EvaluateConfig()) == (torch.device("cpu"), None)
     assert evaluation_device(EvaluateConfig(precision="bfloat16")) == (torch.device("cpu"), torch.bfloat16)
     if not torch.cuda.is_available():
-        with pytest.raises(InflowError, match="evaluate.precision float16 is for GPUs"):
+        with pytest.raises(InflowError, match="evaluate.precision float16 needs a GPU"):
             evaluation_device(EvaluateConfig(device="auto", precision="float16"))
         with pytest.raises(InflowError, match="evaluate.device is 'cuda'"):
             evaluation_device(EvaluateConfig(device="cuda"))

@@ -49,7 +49,7 @@ def test_device_and_precision_settings() -> None:
             resolve_device("cuda:0")
     assert autocast_dtype("float32", torch.device("cpu")) is None
     assert autocast_dtype("bfloat16", torch.device("cpu")) is torch.bfloat16
-    with pytest.raises(InflowError, match="float16 is for GPUs"):
+    with pytest.raises(InflowError, match="features.precision float16 needs a GPU"):
         autocast_dtype("float16", torch.device("cpu"))
     with pytest.raises(ConfigError, match="features.device.*cpu, cuda, cuda:N or auto"):
         params_from_dict({"features": {"device": "gpu"}})

@@ -26,10 +26,7 @@ from inflow.selection.outputs import ALL_TARGETS
 def evaluation_device(cfg: EvaluateConfig) -> tuple[torch.device, torch.dtype | None]:
     """``evaluate.device`` as a torch device and ``evaluate.precision`` as an autocast dtype (None: float32)."""
     device = resolve_device(cfg.device, key="evaluate.device")
-    if cfg.precision == "float16" and device.type == "cpu":
-        raise InflowError(f"evaluate.precision float16 is for GPUs, but evaluate.device {cfg.device!r} runs on "
-                          "cpu here; set evaluate.precision: bfloat16 or float32")
-    return device, autocast_dtype(cfg.precision, device)
+    return device, autocast_dtype(cfg.precision, device, "evaluate.precision")
 
 
 def tasks_to_evaluate(data: DataConfig, adapter_name: str) -> list[TargetTask]:

@@ -42,7 +42,7 @@ import inflow
 from inflow.data.batching import Encoded, collate, length_batches
 from inflow.data.pool import load_pool
 from inflow.data.render import encode_pool, encode_targets
-from inflow.data.targets import load_targets_at
+from inflow.data.targets import target_sources
 from inflow.devices import autocast, autocast_dtype, resolve_device
 from inflow.errors import InflowError, StoreMismatchError
 from inflow.gradients.blocks import lora_blocks, lora_parameters
@@ -84,7 +84,8 @@ class _Context:
             frame = load_pool(job.pool)
             self.rows, _dropped = encode_pool(frame, tokenizer, job.max_seq_len, label_newline=job.label_newline)
         else:
-            task = next(t for t in load_targets_at(job.targets, job.targets_format) if t.name == job.task)
+            # only this job's task is read (a stage plans one job per task and checkpoint)
+            task = next(s for s in target_sources(job.targets, job.targets_format) if s.name == job.task).load()
             self.rows, dropped = encode_targets(task.val, tokenizer, job.max_seq_len)
             if dropped:
                 raise ValueError(f"{len(dropped)} validation rows of {job.task} lose their answer at "

@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 from inflow.config import FinetuneConfig, TrainConfig, WarmupConfig
 from inflow.data.batching import IGNORE_INDEX, Encoded, collate
 from inflow.devices import autocast, autocast_dtype, resolve_device
-from inflow.errors import InflowError
 from inflow.gradients.per_example import example_losses
 from inflow.training.checkpoint import save_trainer_checkpoint
 
@@ -100,12 +99,8 @@ def training_device(cfg: TrainConfig) -> torch.device:
 
 def _precision(cfg: TrainConfig) -> tuple[torch.device, torch.dtype | None, torch.amp.GradScaler | None]:
     """The training device, the autocast dtype (None: float32) and, for float16 on a GPU, a loss scaler."""
-    section = _section(cfg)
     device = training_device(cfg)
-    if cfg.precision == "float16" and device.type != "cuda":
-        raise InflowError(f"{section}.precision float16 needs a GPU but training runs on {device}; "
-                          f"set {section}.precision: bfloat16 or float32, or {section}.device: cuda")
-    dtype = autocast_dtype(cfg.precision, device)
+    dtype = autocast_dtype(cfg.precision, device, f"{_section(cfg)}.precision")
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     return device, dtype, scaler
 
