@@ -18,7 +18,7 @@ from inflow.errors import CheckpointError
 from inflow.paths import POOL_SPLIT, WARMUP_MANIFEST, store_path
 from inflow.sketch.cache import MIB
 from inflow.sketch.groups import DEFAULT_GROUP_BYTES
-from inflow.training.checkpoint import find_checkpoints
+from inflow.training.checkpoint import ADAPTER_CONFIG, find_checkpoints
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def checkpoints_for(cfg: FeaturesConfig, warmup_dir: str | Path, default_base: s
 
 
 def _adapter_base_model(checkpoint: Path) -> str:
-    config = checkpoint / "adapter_config.json"
+    config = checkpoint / ADAPTER_CONFIG
     base = json.loads(config.read_text()).get("base_model_name_or_path") if config.is_file() else None
     if not base:
         raise CheckpointError(f"features.base_model is not set, and {config} names no base_model_name_or_path: "

@@ -17,6 +17,7 @@ from inflow.data.pool import load_pool
 from inflow.data.render import encode_pool
 from inflow.models.loading import apply_lora, load_causal_lm, resolve_model_dir
 from inflow.models.tokenizer import load_tokenizer, pad_token_id
+from inflow.paths import WARMUP_MANIFEST
 from inflow.training.loop import train_lora, training_device
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def run_warmup(cfg: WarmupConfig, data: DataConfig, model_dir: str | Path, out_d
     manifest = {"examples": n, "dropped": dropped, "steps": len(result.log_history),
                 "checkpoints": [p.name for p in result.checkpoints],
                 "example_ids": subset["example_id"].to_list()}
-    (out_dir / "warmup.json").write_text(json.dumps(manifest, indent=2))
+    (out_dir / WARMUP_MANIFEST).write_text(json.dumps(manifest, indent=2))
     return {k: v for k, v in manifest.items() if k != "example_ids"}
 
 

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from inflow.errors import CheckpointError
+from inflow.training.checkpoint import ADAPTER_CONFIG, OPTIMIZER_BIN, OPTIMIZER_PT
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
-OPTIMIZER_FILES = ("optimizer.pt", "optimizer.bin")
+ADAPTER_FILES = (ADAPTER_CONFIG, "adapter_model.safetensors", "adapter_model.bin")  # peft's save_pretrained
+OPTIMIZER_FILES = (OPTIMIZER_PT, OPTIMIZER_BIN)
 _BLOCK = 1 << 22
 _CACHE: dict[tuple[str, int, int], str] = {}
 _CACHE_LOCK = threading.Lock()
@@ -56,7 +57,7 @@ def checkpoint_digests(ckpt_dir: str | os.PathLike[str], optimizer: bool) -> tup
     unless ``optimizer``: SGD features never read the optimizer state)."""
     ckpt = Path(ckpt_dir)
     adapter = [ckpt / name for name in ADAPTER_FILES if (ckpt / name).is_file()]
-    if not any(p.name != "adapter_config.json" for p in adapter):
+    if not any(p.name != ADAPTER_CONFIG for p in adapter):
         raise CheckpointError(f"{ckpt}: no adapter weights ({' or '.join(ADAPTER_FILES[1:])}); point "
                               "features.checkpoints at HF Trainer checkpoint directories of a LoRA run")
     if not optimizer:
