@@ -12,15 +12,15 @@ import os
 from pathlib import Path
 
 from prefect import flow
-from tqdm.auto import tqdm
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from tqdm.auto import tqdm
 
 import tasks
 from flows.common import cli, load
 from inflow import paths
 from inflow.config import FeaturesConfig
 from inflow.data.targets import validate_targets
-from inflow.pipeline.features import FeatureJob, job_summary, plan_jobs, remove_stale_stores
+from inflow.pipeline.features import job_summary, plan_jobs, remove_stale_stores
 from inflow.store import GradientStore
 from tasks.features import extract_feature_chunk, open_feature_store
 
@@ -29,7 +29,9 @@ def feature_task_runner(cfg: FeaturesConfig) -> TaskRunner:
     """The task runner ``features.dask_address`` asks for (see the module docstring)."""
     if not cfg.dask_address:
         return ThreadPoolTaskRunner(max_workers=cfg.workers)
-    from prefect_dask import DaskTaskRunner  # only where Dask is asked for: it is slow to import
+    from prefect_dask import (
+        DaskTaskRunner,  # only where Dask is asked for: it is slow to import
+    )
 
     if cfg.dask_address != "local":
         return DaskTaskRunner(address=cfg.dask_address)
@@ -42,7 +44,7 @@ def feature_task_runner(cfg: FeaturesConfig) -> TaskRunner:
 
 
 @flow(name="features-extract", description="Open every store here, then extract their chunks on the task runner.")
-def extract_stores(jobs: list[FeatureJob]) -> list[dict]:
+def extract_stores(jobs: list) -> list[dict]:  # FeatureJob or EmbedJob (any StoreJob)
     pending = {job: open_feature_store(job) for job in jobs}  # in this process, before any worker writes
     mapped = [(job, chunk) for job in jobs for chunk in pending[job]]
     futures = extract_feature_chunk.map(job=[j for j, _ in mapped], chunk=[c for _, c in mapped])

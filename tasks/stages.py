@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from inflow import paths
 from inflow.config import Params
-from inflow.pipeline import evaluate, models, prepare, select, train
+from inflow.pipeline import distill, evaluate, models, prepare, select, train
 
 
 @task(name="prepare-benchmark", cache_policy=NO_CACHE)
@@ -48,6 +48,14 @@ def less_select(params: Params) -> dict:
     manifest = select.run_less(params.select, params.features, params.data, params.features.warmup_dir,
                                paths.base_model_dir("selector"), selector="selector")
     get_run_logger().info("LESS selection: %s", manifest)
+    return manifest
+
+
+@task(name="distill-select", cache_policy=NO_CACHE)
+def distill_select(params: Params) -> dict:
+    manifest = distill.run_distill(params.distill, params.select, params.features, params.data,
+                                   params.features.warmup_dir, paths.base_model_dir("selector"), selector="selector")
+    get_run_logger().info("Influence Distillation selection: %s", manifest)
     return manifest
 
 

@@ -12,6 +12,8 @@ TOKENIZER = Path("models/tokenizer")
 BASE_MODELS = Path("models/base")
 WARMUP = Path("data/warmup")
 GRADS = Path("data/grads")
+EMBED = Path("data/embed")  # Influence Distillation's JVP embeddings (stage embed)
+DISTILL = Path("data/distill")  # its landmarks and their exact gradients (stage landmarks)
 SELECTIONS = Path("data/selections")
 FINETUNED = Path("models/finetuned")
 METRICS = Path("metrics")
@@ -36,6 +38,11 @@ def store_path(split: str, checkpoint: str, task: str | None = None) -> Path:
     if task is None:
         return GRADS / split / f"{checkpoint}.zarr"
     return GRADS / split / task / f"{checkpoint}.zarr"
+
+
+def embed_store_path(split: str, task: str | None = None) -> Path:
+    """``data/embed/pool/pool.zarr`` or ``data/embed/targets/<task>.zarr``."""
+    return EMBED / split / f"{task or split}.zarr"
 
 
 def selection_dir(method: str) -> Path:

@@ -30,6 +30,10 @@ def test_tiny_preset_round_trips() -> None:
         ({"sketch": {"kind": "gaussian"}}, "sketch.kind: must be one of"),
         ({"selector": {"hidden_size": 30, "num_heads": 4}}, "selector.hidden_size: must be divisible"),
         ({"features": {"batch_size": True}}, "features.batch_size: expected an integer"),
+        ({"distill": {"landmark_rule": "farthest"}}, "distill.landmark_rule: must be one of"),
+        ({"distill": {"damping": 0}}, "distill.damping: must be positive"),
+        ({"distill": {"order": "second", "rule": "round_robin"}}, "distill.rule: round_robin is first-order only"),
+        ({"distill": {"landmarks": 1}}, "distill.landmarks: must be at least 2"),
     ],
 )
 def test_bad_values_name_the_key(data: dict, fragment: str) -> None:

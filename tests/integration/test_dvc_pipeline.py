@@ -16,7 +16,7 @@ from inflow.store import GradientStore
 from tests.integration.dvcrepo import dvc, make_repo, ran, write_params
 
 SELECTION_STAGES = {"prepare", "tokenizer", "base@selector", "warmup", "features@pool", "features@targets",
-                    "less", "baselines"}
+                    "less", "baselines", "embed@pool", "embed@targets", "landmarks", "distill"}
 
 
 @pytest.mark.slow
@@ -28,8 +28,8 @@ def test_dvc_repro_then_target_change_reuses_selections(tmp_path) -> None:
     first = ran(dvc(repo, "repro"))
     assert SELECTION_STAGES <= first
     summary = json.loads((repo / "reports/summary.json").read_text())
-    assert {r["method"] for r in summary["rows"]} == {"less", "random", "full"}
-    assert len(summary["rows"]) == 3 * 3  # 3 target tasks x 3 methods
+    assert {r["method"] for r in summary["rows"]} == {"less", "distill", "random", "full"}
+    assert len(summary["rows"]) == 3 * 4  # 3 target tasks x 4 methods
 
     params["target"]["hidden_size"] = 48  # a different target model
     write_params(repo, params)
@@ -44,7 +44,8 @@ def test_dvc_repro_then_target_change_reuses_selections(tmp_path) -> None:
     params["warmup"]["lr"] = params["warmup"]["lr"] * 5
     write_params(repo, params)
     third = ran(dvc(repo, "repro"))
-    assert {"warmup", "features@pool", "features@targets", "less"} <= third
+    assert {"warmup", "features@pool", "features@targets", "less", "landmarks", "distill"} <= third
+    assert not {"embed@pool", "embed@targets"} & third  # embeddings come from the base model, not the warmup
     assert sorted(p.name for p in (repo / "data/grads/pool").glob("*.zarr")) == sorted(before)
     for name, (attrs, features) in before.items():
         after = GradientStore.open(repo / "data/grads/pool" / name)

@@ -6,7 +6,11 @@ the stages put them (``data/benchmark``, ``models/base/selector``, ``data/warmup
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
+import signal
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from inflow import paths
 from inflow.config import (
     BenchmarkConfig,
     DataConfig,
+    DistillConfig,
     FeaturesConfig,
     ModelConfig,
     Params,
@@ -28,6 +33,7 @@ from inflow.config import (
     params_to_dict,
 )
 from inflow.data.pool import load_pool, write_pool_jsonl
+from inflow.pipeline.embed import EmbedJob, plan_embed_jobs
 from inflow.pipeline.features import FeatureJob, plan_jobs
 from inflow.pipeline.models import build_base_model
 from inflow.pipeline.prepare import build_tokenizer, prepare_benchmark, read_corpus
@@ -43,6 +49,7 @@ PARAMS = dataclasses.replace(
     warmup=WarmupConfig(epochs=1, fraction=0.2, batch_size=4),
     sketch=SketchConfig(dim=64),
     features=FeaturesConfig(batch_size=2, chunk_rows=4, dtype="float16"),
+    distill=DistillConfig(embed_blocks=2, embed_dim=48, landmarks=12),
 )
 
 
@@ -66,6 +73,17 @@ class TinyProject:
                          self.root / paths.base_model_dir("selector"))
         return dataclasses.replace(jobs[task], store=str(store))
 
+    def embed_job(self, store: str | Path, *, pool: str | Path | None = None, split: str = "pool", task: int = 0,
+                  **distill: object) -> EmbedJob:
+        """The project's embedding job for ``split`` with absolute paths, writing ``store``; ``distill`` override
+        DistillConfig fields (embed_dim=...)."""
+        cfg = dataclasses.replace(self.params.distill, **distill)  # type: ignore[arg-type]
+        data = DataConfig(pool=str(pool or self.pool), targets=str(self.root / self.params.data.targets),
+                          max_seq_len=self.params.data.max_seq_len)
+        jobs = plan_embed_jobs(cfg, self.params.features, self.params.sketch, data, split,
+                               self.root / paths.base_model_dir("selector"))
+        return dataclasses.replace(jobs[task], store=str(store))
+
     def write_pool(self, path: Path, rows: slice) -> Path:
         """The pool's rows ``rows`` as a pool file at ``path``."""
         write_pool_jsonl(load_pool(self.pool)[rows], path)
@@ -84,6 +102,35 @@ class TinyProject:
         group = zarr.open_group(str(path), mode="r")
         return {name: np.asarray(group[name][:]) for name in ("features", "norms", "example_id", "row_hash",
                                                                 "checksum")}
+
+    def kill_then_resume(self, command: list[str], store: Path, reference: str | Path) -> None:
+        """Run ``command`` (a one-store extraction), SIGKILL it once 3 chunks of ``store`` are done, run it again,
+        and check the resumed store: only the pending chunks were written, and it is bit-identical to ``reference``
+        (the same job run uninterrupted)."""
+        n_chunks = GradientStore.open(reference).n_chunks
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 300
+        while self.done_count(store) < 3 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert process.returncode == -signal.SIGKILL, "the extraction finished before it could be killed"
+        pending = GradientStore.open(store, writable=True).pending_chunks()
+        assert 0 < len(pending) <= n_chunks - 3, pending
+        rerun = subprocess.run(command, capture_output=True, text=True, check=True)
+        resumed = GradientStore.open(store)
+        assert json.loads(rerun.stdout.strip().splitlines()[-1])["rows_written"] == sum(
+            b - a for a, b in map(resumed.chunk_bounds, pending))
+        self.assert_bit_identical(self.store_arrays(store), self.store_arrays(reference))
+        assert resumed.attrs == GradientStore.open(reference).attrs
+
+    @staticmethod
+    def done_count(store: str | Path) -> int:
+        """Chunks of ``store`` marked done so far (0 before it exists or while its done array is mid-write)."""
+        try:
+            return int(np.count_nonzero(zarr.open_array(str(Path(store) / "done"), mode="r")[:]))
+        except Exception:  # noqa: BLE001 (not created yet, or caught mid-write: either way nothing is done yet)
+            return 0
 
     @staticmethod
     def assert_bit_identical(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:

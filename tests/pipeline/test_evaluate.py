@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from inflow.config import DataConfig, EvaluateConfig, LoraConfig, ModelConfig, params_from_dict
+from inflow.config import (
+    DataConfig,
+    EvaluateConfig,
+    LoraConfig,
+    ModelConfig,
+    params_from_dict,
+)
 from inflow.errors import ConfigError, InflowError
 from inflow.models.factory import build_tiny_model, save_model
 from inflow.models.loading import apply_lora

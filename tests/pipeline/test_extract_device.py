@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from inflow.config import params_from_dict
-from inflow.errors import ConfigError, InflowError, StoreMismatchError
 from inflow.devices import autocast_dtype, resolve_device
+from inflow.errors import ConfigError, InflowError, StoreMismatchError
 from inflow.pipeline.features import extract_store, open_store
 from inflow.store import GradientStore
 

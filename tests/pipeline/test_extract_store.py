@@ -4,22 +4,25 @@ only its new rows and gives the same store (and LESS selection) as a from-scratc
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-import zarr
 
 from inflow.data.pool import load_pool, write_pool_jsonl
 from inflow.data.targets import load_target_tasks
 from inflow.errors import StoreMismatchError
 from inflow.methods.less import checkpoint_weights, less_scores, subtask_means
-from inflow.pipeline.features import FeatureJob, _Context, extract_chunk, extract_store, main, open_store
+from inflow.pipeline.features import (
+    FeatureJob,
+    _Context,
+    extract_chunk,
+    extract_store,
+    main,
+    open_store,
+)
 from inflow.selection import top_k
 from inflow.store import GradientStore
 
@@ -39,12 +42,6 @@ def test_job_json_round_trip(tmp_path: Path) -> None:
     assert main(["--job", str(bad), "--no-progress"]) == 1  # a clear message on stderr, no traceback
 
 
-def _done_count(store: Path) -> int:
-    try:
-        return int(np.count_nonzero(zarr.open_array(str(store / "done"), mode="r")[:]))
-    except Exception:  # not created yet, or caught mid-write
-        return 0
-
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_is_bit_identical(tiny_project, tmp_path: Path) -> None:
@@ -58,22 +55,7 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tiny_project, tmp_path: Pa
     n_chunks = GradientStore.open(reference.store).n_chunks
     assert n_chunks >= 10
 
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while _done_count(killed) < 3 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the extraction finished before it could be killed"
-    pending = GradientStore.open(killed, writable=True).pending_chunks()
-    assert 0 < len(pending) <= n_chunks - 3, pending
-
-    rerun = subprocess.run(command, capture_output=True, text=True, check=True)
-    summary = json.loads(rerun.stdout.strip().splitlines()[-1])
-    store = GradientStore.open(killed)
-    assert summary["rows_written"] == sum(b - a for a, b in map(store.chunk_bounds, pending))
-    tiny_project.assert_bit_identical(tiny_project.store_arrays(killed), tiny_project.store_arrays(reference.store))
-    assert store.attrs == GradientStore.open(reference.store).attrs
+    tiny_project.kill_then_resume(command, killed, reference.store)
 
 
 def _chunk_files(store: Path, name: str) -> dict[str, bytes]:

@@ -28,7 +28,11 @@ from inflow.models.tokenizer import load_tokenizer
 from inflow.pipeline.features import extract_store
 from inflow.pipeline.train import run_warmup
 from inflow.store import GradientStore
-from inflow.training.checkpoint import checkpoint_mean_lr, find_checkpoints, load_adapter_into
+from inflow.training.checkpoint import (
+    checkpoint_mean_lr,
+    find_checkpoints,
+    load_adapter_into,
+)
 from tests.data.open_instruct import ROWS, less_prompt_answer, open_instruct_chat
 
 

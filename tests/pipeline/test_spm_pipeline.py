@@ -10,8 +10,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from inflow.config import DataConfig, EvaluateConfig, FeaturesConfig, FinetuneConfig, ModelConfig, SelectConfig
-from inflow.config import SketchConfig, WarmupConfig
+from inflow.config import (
+    DataConfig,
+    EvaluateConfig,
+    FeaturesConfig,
+    FinetuneConfig,
+    ModelConfig,
+    SelectConfig,
+    SketchConfig,
+    WarmupConfig,
+)
 from inflow.data.pool import load_pool, pool_texts
 from inflow.models.factory import build_tiny_model, save_model
 from inflow.models.tokenizer import load_tokenizer

@@ -21,8 +21,8 @@ def test_mean_std_and_wins() -> None:
     assert less["n_seeds"] == 3
     assert less["test_loss_mean"] == pytest.approx(2.0)
     assert less["test_loss_std"] == pytest.approx(1.0)  # sample std of 1, 3, 2
-    assert less["less_beats_random"] == 2
-    assert "less_beats_random" not in next(r for r in rows if r["method"] == "random")
+    assert less["beats_random"] == 2
+    assert "beats_random" not in next(r for r in rows if r["method"] == "random")
     table = format_markdown(rows, 3)
     assert "2.0000 ± 1.0000" in table and "2/3" in table
 

@@ -5,6 +5,7 @@ from inflow.config.params import Params, load_params, params_from_dict, params_t
 from inflow.config.sections import (
     BenchmarkConfig,
     DataConfig,
+    DistillConfig,
     EvaluateConfig,
     FeaturesConfig,
     FinetuneConfig,
@@ -18,7 +19,7 @@ from inflow.config.sections import (
 )
 
 __all__ = [
-    "BenchmarkConfig", "DataConfig", "EvaluateConfig", "FeaturesConfig", "FinetuneConfig", "LoraConfig",
+    "BenchmarkConfig", "DataConfig", "DistillConfig", "EvaluateConfig", "FeaturesConfig", "FinetuneConfig", "LoraConfig",
     "ModelConfig", "Params", "SelectConfig", "SketchConfig", "TokenizerConfig", "TrainConfig", "WarmupConfig",
     "from_mapping", "load_params", "params_from_dict", "params_to_dict", "require", "tiny_params",
 ]

@@ -17,6 +17,7 @@ from inflow.config.loader import from_mapping
 from inflow.config.sections import (
     BenchmarkConfig,
     DataConfig,
+    DistillConfig,
     EvaluateConfig,
     FeaturesConfig,
     FinetuneConfig,
@@ -47,6 +48,7 @@ class Params:
     sketch: SketchConfig = field(default_factory=SketchConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
@@ -97,6 +99,7 @@ def tiny_params() -> Params:
         warmup=WarmupConfig(epochs=2, fraction=0.1, batch_size=8),
         sketch=SketchConfig(dim=256),
         features=FeaturesConfig(batch_size=8, chunk_rows=64),
+        distill=DistillConfig(embed_blocks=2, embed_dim=64, landmarks=48),
         finetune=FinetuneConfig(epochs=1, batch_size=8),
         evaluate=EvaluateConfig(batch_size=16, max_new_tokens=0),
     )

@@ -237,6 +237,51 @@ class SelectConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Influence Distillation (stages embed, landmarks, distill; DESIGN §6): JVP embeddings of every row, exact
+    influence of a few landmark rows, kernel ridge propagation to the rest, top-k by the propagated influence."""
+
+    # JVP embeddings (stage embed): the selector's first embed_blocks blocks, `tangents` Gaussian directions over
+    # their weights, the answer's last token's final hidden state differentiated along each, sketched to embed_dim
+    embed_blocks: int = 4
+    tangents: int = 2
+    embed_dim: int = 4096
+    seed: int = 0  # tangents, the embedding sketch and random landmarks
+    # landmarks (stage landmarks): how many pool rows get exact influence (capped by the pool) and how they are
+    # drawn: random, or kmeans++ seeding in embedding space (spread over the pool's clusters)
+    landmarks: int = 4096
+    landmark_rule: Literal["random", "kmeans++"] = "kmeans++"
+    # which warmup checkpoint's weights and optimizer state give the exact influence: '' the last one, else a name
+    checkpoint: str = ""
+    # adam: the landmarks' gradients preconditioned by the checkpoint's Adam state, a ⊙ g (the update Adam makes);
+    # sgd: plain gradients (plain gradient descent)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    # propagation (stage distill): kernel ridge regression from the landmarks' embeddings; damping is its λ
+    kernel: Literal["rbf", "linear"] = "rbf"
+    damping: float = 1e-3
+    # top_k: the rows of largest influence on the task's mean target gradient; round_robin: each target row in turn
+    # takes its most helpful unselected row (first order only)
+    rule: Literal["top_k", "round_robin"] = "top_k"
+    # first: top-k by the influence p; second: optimal weights from a QP with the target loss's Hessian (through
+    # Hessian-vector products at the landmarks), rows ranked by weight
+    order: Literal["first", "second"] = "first"
+    eta: float = 0.0  # the step size η of the second-order objective; 0: the checkpoint epoch's mean learning rate
+    # the QP's L2 damping λ, in units of the root mean square of p (scale-free: p is a gradient inner product)
+    qp_damping: float = 0.1
+
+    def __post_init__(self) -> None:
+        require(self.embed_blocks >= 1, "embed_blocks", "must be at least 1")
+        require(self.tangents >= 1, "tangents", "must be at least 1")
+        require(self.embed_dim >= 1, "embed_dim", "must be at least 1")
+        require(self.landmarks >= 2, "landmarks", "must be at least 2")
+        require(self.damping > 0, "damping", "must be positive (the kernel ridge λ)")
+        require(self.eta >= 0, "eta", "must be >= 0 (0: the checkpoint's learning rate)")
+        require(self.qp_damping > 0, "qp_damping", "must be positive (it makes the weight QP strictly convex)")
+        require(not (self.order == "second" and self.rule == "round_robin"), "rule",
+                "round_robin is first-order only: the second-order weights are solved per task; use rule top_k")
+
+
+@dataclass(frozen=True)
 class FinetuneConfig(TrainConfig):
     """LoRA fine-tuning of the target model on a selection."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
+from typing import TypeVar
 
 from inflow.config import DataConfig, FeaturesConfig, SketchConfig
 from inflow.data.targets import target_sources
@@ -19,6 +20,8 @@ from inflow.paths import POOL_SPLIT, WARMUP_MANIFEST, store_path
 from inflow.sketch.cache import MIB
 from inflow.sketch.groups import DEFAULT_GROUP_BYTES
 from inflow.training.checkpoint import ADAPTER_CONFIG, find_checkpoints
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,17 @@ class FeatureJob:
     sketch_group_mib: int = DEFAULT_GROUP_BYTES // MIB  # features gathered per sketch call (within a chunk)
     targets_format: str = "jsonl"  # data.targets_format
     label_newline: bool = True  # data.label_newline (pool rows)
+    # only these rows of the split, in this order: a JSON list of example ids (Influence Distillation's landmarks)
+    rows: str = ""
+    kind: str = ""  # the feature kind; '' is LESS's: adam for the pool, sgd for targets (see FEATURE_KINDS)
+    # a target task's name: store H_t Γ(z), target task t's loss Hessian (its validation rows) times each row's
+    # feature, instead of Γ(z) (Influence Distillation's second order)
+    hvp_task: str = ""
 
     @property
     def feature_kind(self) -> str:
+        if self.kind:
+            return self.kind
         return "adam" if self.split == POOL_SPLIT else "sgd"
 
     def to_json(self) -> str:
@@ -61,13 +72,19 @@ class FeatureJob:
     @classmethod
     def from_json(cls, text: str) -> FeatureJob:
         """The inverse of :meth:`to_json`; ``ValueError`` naming missing or unknown keys."""
-        data = json.loads(text)
-        names = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.default is MISSING}
-        if not isinstance(data, dict) or set(data) - names or required - set(data):
-            keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"a feature job needs the keys {sorted(names)}, got {keys}")
-        return cls(**data)
+        return job_from_json(cls, text, "a feature job")
+
+
+def job_from_json(cls: type[T], text: str, what: str) -> T:
+    """Dataclass ``cls`` from a JSON object; ``ValueError`` naming the keys ``what`` needs when some are missing
+    or unknown (optional fields may be left out)."""
+    data = json.loads(text)
+    names = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING}
+    if not isinstance(data, dict) or set(data) - names or required - set(data):
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{what} needs the keys {sorted(names)}, got {keys}")
+    return cls(**data)
 
 
 def checkpoints_for(cfg: FeaturesConfig, warmup_dir: str | Path, default_base: str | Path) -> tuple[list[Path], str]:
@@ -120,6 +137,6 @@ def plan_jobs(cfg: FeaturesConfig, sketch: SketchConfig, data: DataConfig, split
     ]
 
 
-def job_summary(job: FeatureJob) -> dict:
+def job_summary(job) -> dict:
     """A JSON-able description of a job for logs and manifests."""
     return {k: v for k, v in asdict(job).items() if k in ("checkpoint", "split", "task", "store")}

@@ -30,12 +30,15 @@ def apply_overrides(params: Mapping, overrides: Mapping[str, object]) -> dict:
     return out
 
 
+UNTARGETED = ("random", "full")  # baselines that do not look at the target task
+
+
 def aggregate_summaries(summaries: Sequence[Mapping]) -> list[dict]:
-    """Rows {target, method, n_seeds, <metric>_mean, <metric>_std, less_beats_random} over per-seed summaries.
+    """Rows {target, method, n_seeds, <metric>_mean, <metric>_std, beats_random} over per-seed summaries.
 
     Each summary is a ``reports/summary.json`` dict (``{"rows": [{target, method, test_loss, ...}]}``). The std is
-    the sample standard deviation (ddof=1; 0 for a single seed). ``less_beats_random`` (LESS rows only) counts the
-    seeds whose LESS test loss is below the random baseline's on the same target.
+    the sample standard deviation (ddof=1; 0 for a single seed). ``beats_random`` (rows of a targeted method: not
+    random or full) counts the seeds whose test loss is below the random baseline's on the same target.
     """
     groups: dict[tuple[str, str], list[Mapping]] = {}
     for summary in summaries:
@@ -49,21 +52,21 @@ def aggregate_summaries(summaries: Sequence[Mapping]) -> list[dict]:
             if values.size:
                 agg[f"{metric}_mean"] = float(values.mean())
                 agg[f"{metric}_std"] = float(values.std(ddof=1)) if values.size > 1 else 0.0
-        if method == "less":
-            agg["less_beats_random"] = sum(_beats_random(s, target) for s in summaries)
+        if method not in UNTARGETED:
+            agg["beats_random"] = sum(_beats_random(s, target, method) for s in summaries)
         out.append(agg)
     return out
 
 
-def _beats_random(summary: Mapping, target: str) -> bool:
+def _beats_random(summary: Mapping, target: str, method: str) -> bool:
     loss = {r["method"]: r["test_loss"] for r in summary["rows"] if r["target"] == target}
-    return "less" in loss and "random" in loss and loss["less"] < loss["random"]
+    return method in loss and "random" in loss and loss[method] < loss["random"]
 
 
 def format_markdown(rows: Sequence[Mapping], n_seeds: int) -> str:
-    """A markdown table of aggregated rows: mean ± std of each metric, and LESS's wins over random."""
+    """A markdown table of aggregated rows: mean ± std of each metric, and each targeted method's wins over random."""
     header = ["target", "method", "test loss", "exact match", "k", "in-family share", "harmful share",
-              "LESS < random (loss)"]
+              "< random (loss)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["target"], row["method"]]
@@ -71,6 +74,6 @@ def format_markdown(rows: Sequence[Mapping], n_seeds: int) -> str:
                                ("harmful_share", 3)):
             mean = row.get(f"{metric}_mean")
             cells.append("" if mean is None else f"{mean:.{digits}f} ± {row[f'{metric}_std']:.{digits}f}")
-        cells.append(f"{row['less_beats_random']}/{n_seeds}" if "less_beats_random" in row else "")
+        cells.append(f"{row['beats_random']}/{n_seeds}" if "beats_random" in row else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -28,7 +28,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FEATURE_KINDS = ("sgd", "adam")
+# sgd: plain gradients; adam: LESS's Adam update; precond: Influence Distillation's Adam-preconditioned gradient a⊙g;
+# jvp: Influence Distillation's JVP embeddings (not gradients at all, but stored, grown and checked the same way)
+FEATURE_KINDS = ("sgd", "adam", "precond", "jvp")
 DTYPES = ("float16", "float32")
 PRECISIONS = ("float32", "bfloat16", "float16")
 WARN_ONLY = ("code_version",)  # differences in these fields do not invalidate a store
@@ -51,7 +53,7 @@ class StoreAttrs:
     checkpoint: str  # which warmup checkpoint the features come from (e.g. "checkpoint-105")
     checkpoint_step: int
     lora_targets: tuple[str, ...]  # LoRA target modules, in parameter order
-    feature_kind: Literal["sgd", "adam"]
+    feature_kind: Literal["sgd", "adam", "precond", "jvp"]
     sketch: dict[str, Any] = field(hash=False)  # BlockSketch.to_attrs()
     dim: int  # width of a stored row (the sketch's out_dim)
     dtype: Literal["float16", "float32"]

@@ -61,6 +61,7 @@ class AdamState:
     beta2: float
     eps: float
     lr: float
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay (param group 0)
 
 
 def save_trainer_checkpoint(
@@ -215,7 +216,8 @@ def load_adam_state(ckpt_dir: str | Path, params: list[tuple[str, torch.Size]]) 
         steps.append(int(torch.as_tensor(slot.get("step", 0)).item()))
     beta1, beta2, eps, lr = _hyper_parameters(groups, source)
     return AdamState(exp_avg=torch.cat(moments["exp_avg"]), exp_avg_sq=torch.cat(moments["exp_avg_sq"]),
-                     step=max(steps), beta1=beta1, beta2=beta2, eps=eps, lr=lr)
+                     step=max(steps), beta1=beta1, beta2=beta2, eps=eps, lr=lr,
+                     weight_decay=float(groups[0].get("weight_decay", 0.0)))
 
 
 def _state_keys(state: dict, groups: list[dict], params: list[tuple[str, torch.Size]], source: Path) -> list:

@@ -8,9 +8,9 @@ seed, shared by every row), the embedding is the forward-mode directional deriva
 
     e(x) = [ J_θ h_t(x) v_1 ; ... ; J_θ h_t(x) v_K ]   ∈ R^{K · hidden}
 
-computed with ``torch.func.jvp`` for a whole batch at once (one forward pass carrying K tangents in turn; never
-one row at a time). It costs about K forward passes of ``n_blocks`` blocks, against a forward and a backward of
-the whole model for a gradient feature. Forward-mode AD goes through the model's own attention code, so the
+computed with ``torch.func.jvp`` for a whole batch at once, vmapped over the K tangents (one primal forward, the K
+tangent computations batched; never one row at a time). It costs about 1 + K forward passes of ``n_blocks`` blocks,
+against a forward and a backward of the whole model (and per-example outer products) for a gradient feature. Forward-mode AD goes through the model's own attention code, so the
 model must be loaded with eager attention (``load_causal_lm(path, attn_implementation="eager")``).
 """
 
@@ -99,9 +99,12 @@ def jvp_embeddings(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, 
                                                                        "use_cache": False})
         return out.last_hidden_state[rows, positions]  # [B, hidden]
 
-    pieces = []
+    def derivative(tangent: dict[str, Tensor]) -> Tensor:
+        return torch.func.jvp(hidden, (primals,), (tangent,))[1]
+
+    # all K tangents in one pass: vmap batches the tangent computations and shares the primal forward (about twice
+    # as fast as K separate jvp calls at K = 2, same bytes)
+    stacked = {name: torch.stack([t[name] for t in tangents]) for name in primals}
     with torch.no_grad():  # forward mode only: no graph is kept
-        for tangent in tangents:
-            _value, derivative = torch.func.jvp(hidden, (primals,), (tangent,))
-            pieces.append(derivative)
-    return torch.cat(pieces, dim=1)
+        derivatives = torch.func.vmap(derivative)(stacked)  # [K, B, hidden]
+    return torch.cat(list(derivatives), dim=1)
