@@ -10,7 +10,7 @@ from flows.features import extract_stores, feature_task_runner
 from inflow import paths
 from inflow.data.targets import validate_targets
 from inflow.pipeline.embed import plan_embed_jobs
-from inflow.pipeline.features import remove_stale_stores
+from inflow.pipeline.stores import remove_stale_stores
 
 
 @flow(name="embed", description="JVP embeddings of every row (Influence Distillation) into chunked Zarr stores.")

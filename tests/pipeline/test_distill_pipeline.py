@@ -64,7 +64,7 @@ def _target_grads(params: Params, checkpoint: str) -> dict[str, np.ndarray]:
 
 @pytest.mark.slow
 def test_every_row_a_landmark_selects_top_k_by_exact_influence(project) -> None:
-    distill = dataclasses.replace(project.params.distill, landmarks=10_000, optimizer="adam")
+    distill = dataclasses.replace(project.params.distill, landmarks=10_000, optimizer="adam", rule="top_k")
     manifest = _run(project.params, distill)
     assert manifest["landmarks"] == manifest["pool"] == 50
     job = landmark_job(distill, project.params.features, project.params.sketch, project.params.data, paths.WARMUP,
@@ -135,7 +135,7 @@ def _hvp_by_hand(job, task: str, rows: list[str]) -> np.ndarray:
 @pytest.mark.slow
 def test_second_order_weights_solve_the_qp_and_reduce_to_first_order_without_curvature(project) -> None:
     params = project.params
-    distill = dataclasses.replace(params.distill, landmarks=16, order="second", optimizer="adam")
+    distill = dataclasses.replace(params.distill, landmarks=16, order="second", optimizer="adam", rule="top_k")
     manifest = _run(params, distill)
     assert manifest["order"] == "second" and set(manifest["second_order"]) == set(manifest["targets"])
     for report in manifest["second_order"].values():

@@ -259,9 +259,10 @@ class DistillConfig:
     # propagation (stage distill): kernel ridge regression from the landmarks' embeddings; damping is its λ
     kernel: Literal["rbf", "linear"] = "rbf"
     damping: float = 1e-3
-    # top_k: the rows of largest influence on the task's mean target gradient; round_robin: each target row in turn
-    # takes its most helpful unselected row (first order only)
-    rule: Literal["top_k", "round_robin"] = "top_k"
+    # round_robin: each target row in turn takes its most helpful unselected row (first order only); top_k: the rows
+    # of largest influence on the task's mean target gradient, which on the benchmark piles onto the subtasks whose
+    # influence runs highest (as LESS's max rule does; docs/results.md)
+    rule: Literal["top_k", "round_robin"] = "round_robin"
     # first: top-k by the influence p; second: optimal weights from a QP with the target loss's Hessian (through
     # Hessian-vector products at the landmarks), rows ranked by weight
     order: Literal["first", "second"] = "first"
@@ -278,7 +279,8 @@ class DistillConfig:
         require(self.eta >= 0, "eta", "must be >= 0 (0: the checkpoint's learning rate)")
         require(self.qp_damping > 0, "qp_damping", "must be positive (it makes the weight QP strictly convex)")
         require(not (self.order == "second" and self.rule == "round_robin"), "rule",
-                "round_robin is first-order only: the second-order weights are solved per task; use rule top_k")
+                "round_robin is first-order only: the second-order weights are solved per task; set rule: top_k "
+                "with order: second")
 
 
 @dataclass(frozen=True)

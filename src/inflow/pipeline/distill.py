@@ -50,7 +50,7 @@ from inflow.pipeline.distill_second import (
     step_size,
 )
 from inflow.pipeline.feature_jobs import FeatureJob, checkpoints_for, plan_jobs
-from inflow.pipeline.features import remove_stale_stores
+from inflow.pipeline.stores import remove_stale_stores
 from inflow.selection import round_robin, selection_size, top_k, write_selection
 from inflow.store import GradientStore
 from inflow.store.attrs import require_pairing
@@ -127,7 +127,8 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 def run_distill(distill: DistillConfig, select: SelectConfig, features: FeaturesConfig, data: DataConfig,
                 warmup_dir: str | Path, default_base: str | Path, selector: str,
                 out_dir: str | Path | None = None) -> dict:
-    """First-order Influence Distillation for every target task; writes ``data/selections/distill``."""
+    """Influence Distillation for every target task (``distill.order``: first-order influence, or second-order
+    weights); writes ``data/selections/distill`` and returns its manifest (``distill.json``)."""
     out_dir = Path(out_dir or selection_dir("distill"))
     started = time.perf_counter()
     checkpoint, _base = landmark_checkpoint(distill, features, warmup_dir, default_base)
@@ -180,8 +181,7 @@ def run_distill(distill: DistillConfig, select: SelectConfig, features: Features
         chunks = (f * norms[:, None] for _, f, norms, _ in embed.iter_chunks())
         coefficients = propagation_coefficients(unit, chunks, at, len(ids))
         for name in columns:
-            found = second_order_task(phi, target_means[name], name, checkpoint.name, unit, coefficients, len(ids),
-                                      distill, eta)
+            found = second_order_task(marks, phi, target_means[name], name, unit, coefficients, distill, eta)
             frame[f"score_{name}"], frame[f"weight_{name}"] = found["p"], found["weights"]
             tables[name] = ranked(ids, found["weights"], found["p"], k)
             second[name] = found["report"]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from inflow.config import DistillConfig
+from inflow.errors import InflowError
 from inflow.gradients.blocks import lora_parameters
 from inflow.methods.distill import (
     KernelRidge,
@@ -30,8 +31,9 @@ from inflow.methods.distill import (
 )
 from inflow.paths import DISTILL
 from inflow.pipeline.feature_jobs import FeatureJob
-from inflow.pipeline.features import _context
+from inflow.pipeline.stores import _context
 from inflow.store import GradientStore
+from inflow.store.attrs import require_pairing
 from inflow.training.checkpoint import checkpoint_mean_lr
 
 
@@ -84,15 +86,22 @@ def propagation_coefficients(ridge: KernelRidge, embeddings, landmark_rows: np.n
     return coefficients
 
 
-def second_order_task(phi: np.ndarray, target_mean: np.ndarray, task: str, checkpoint: str, ridge: KernelRidge,
-                      coefficients: np.ndarray, n: int, distill: DistillConfig, eta: float) -> dict:
+def second_order_task(marks: GradientStore, phi: np.ndarray, target_mean: np.ndarray, task: str, ridge: KernelRidge,
+                      coefficients: np.ndarray, distill: DistillConfig, eta: float) -> dict:
     """The second-order weights of one task.
 
-    ``phi [L, d]`` landmark features, ``target_mean [d]`` the task's mean target gradient ḡ_t, ``coefficients
-    [n, L]`` the propagation coefficients C (exact unit rows at the landmarks). Returns ``weights [n]``, ``p [n]``
-    and the solver's report.
+    ``marks`` the landmark store and ``phi [L, d]`` its raw features, ``target_mean [d]`` the task's mean target
+    gradient ḡ_t, ``coefficients [n, L]`` the propagation coefficients C (exact unit rows at the landmarks). Returns
+    ``weights [n]``, ``p [n]`` and the solver's report.
     """
-    hvp = GradientStore.open(hvp_store_path(task, checkpoint)).read_all(raw=True).astype(np.float64)  # [L, d]
+    n = coefficients.shape[0]
+    checkpoint = marks.attrs.checkpoint
+    store = GradientStore.open(hvp_store_path(task, checkpoint))
+    require_pairing(marks.attrs, store.attrs, marks.path, store.path)
+    if store.example_ids() != marks.example_ids():
+        raise InflowError(f"{store.path} holds other rows than the landmark store {marks.path}: rerun the landmarks "
+                          "stage (dvc repro landmarks)")
+    hvp = store.read_all(raw=True).astype(np.float64)  # [L, d]
     block = phi @ hvp.T / n  # (1/n) Γ_i · H Γ_j
     drift = np.load(drift_path(task, checkpoint))
     p_landmarks = phi @ (target_mean - eta * drift)  # [L]

@@ -1,7 +1,7 @@
 """The ``embed`` step: Influence Distillation's JVP embeddings of every row, into stores like the gradient stores.
 
 An :class:`EmbedJob` fills one store (the pool, or one target task's validation rows) through the same machinery
-as the features step (:func:`inflow.pipeline.features.open_store` / ``extract_chunk`` / ``extract_store``): the
+as the features step (:mod:`inflow.pipeline.stores`: ``open_store`` / ``extract_chunk`` / ``extract_store``): the
 same chunking, fan-out, resume after a kill, growth when the pool gains rows, checksums, and identity checks. Only
 the per-chunk computation differs (:class:`EmbedContext`): the selector *base* model (no adapter: the embedding
 is a property of the pretrained model, so it does not wait for warmup), eager attention (forward-mode AD), the
@@ -36,8 +36,8 @@ from inflow.methods.distill.embed import backbone_of
 from inflow.models.loading import load_causal_lm, model_fingerprint, resolve_model_dir
 from inflow.models.tokenizer import load_tokenizer, pad_token_id
 from inflow.paths import POOL_SPLIT, embed_store_path
-from inflow.pipeline.features import StoreContext, encode_split
-from inflow.pipeline.features import main as run_job
+from inflow.pipeline.stores import StoreContext, encode_split
+from inflow.pipeline.stores import main as run_job
 from inflow.sketch import BlockSketch
 from inflow.store import StoreAttrs
 from inflow.store.attrs import FEATURE_FORMAT

@@ -59,6 +59,12 @@ class FeatureJob:
     # feature, instead of Γ(z) (Influence Distillation's second order)
     hvp_task: str = ""
 
+    def context(self):  # noqa: ANN201 (a FeatureContext; imported here lazily: features imports this module)
+        """The extraction context of this job (model, rows, sketch), see :mod:`inflow.pipeline.features`."""
+        from inflow.pipeline.features import FeatureContext
+
+        return FeatureContext(self)
+
     @property
     def feature_kind(self) -> str:
         if self.kind:
