@@ -77,7 +77,8 @@ def _results_page(table: str, seed_list: list[int], params_path: str) -> str:
     return (
         "# Results\n\n"
         f"The built-in benchmark, `{params_path}` as committed, seeds {seed_list} (each seed changes the benchmark, "
-        "the model inits, the warmup slice, the random baseline and the fine-tuning order: "
+        "the model inits, the warmup slice, the random baseline, Influence Distillation's tangents and landmarks "
+        "and the fine-tuning order: "
         "`inflow.report.seeds.seed_overrides`). Mean ± sample std over seeds of each target task's held-out test "
         "split. Produced by `make results` (`python -m flows.seeds --seeds 0 1 2 --out docs/results.md`).\n\n"
         f"{table}\n"

@@ -19,7 +19,7 @@ from inflow.config.sections import (
 )
 
 __all__ = [
-    "BenchmarkConfig", "DataConfig", "DistillConfig", "EvaluateConfig", "FeaturesConfig", "FinetuneConfig", "LoraConfig",
-    "ModelConfig", "Params", "SelectConfig", "SketchConfig", "TokenizerConfig", "TrainConfig", "WarmupConfig",
+    "BenchmarkConfig", "DataConfig", "DistillConfig", "EvaluateConfig", "FeaturesConfig", "FinetuneConfig",
+    "LoraConfig", "ModelConfig", "Params", "SelectConfig", "SketchConfig", "TokenizerConfig", "TrainConfig", "WarmupConfig",
     "from_mapping", "load_params", "params_from_dict", "params_to_dict", "require", "tiny_params",
 ]

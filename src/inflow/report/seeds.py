@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 METRICS = ("test_loss", "exact_match", "selection_size", "in_family_share", "harmful_share")
-SEED_KEYS = ("benchmark.seed", "warmup.seed", "select.seed", "finetune.seed")
+SEED_KEYS = ("benchmark.seed", "warmup.seed", "select.seed", "finetune.seed", "distill.seed")
 
 
 def seed_overrides(seed: int) -> dict[str, int]:

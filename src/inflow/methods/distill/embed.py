@@ -10,8 +10,9 @@ seed, shared by every row), the embedding is the forward-mode directional deriva
 
 computed with ``torch.func.jvp`` for a whole batch at once, vmapped over the K tangents (one primal forward, the K
 tangent computations batched; never one row at a time). It costs about 1 + K forward passes of ``n_blocks`` blocks,
-against a forward and a backward of the whole model (and per-example outer products) for a gradient feature. Forward-mode AD goes through the model's own attention code, so the
-model must be loaded with eager attention (``load_causal_lm(path, attn_implementation="eager")``).
+against a forward and a backward of the whole model (and per-example outer products) for a gradient feature.
+Forward-mode AD goes through the model's own attention code, so the model must be loaded with eager attention
+(``load_causal_lm(path, attn_implementation="eager")``).
 """
 
 from __future__ import annotations
