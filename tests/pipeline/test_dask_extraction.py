@@ -52,7 +52,7 @@ def test_features_flow_on_a_dask_cluster_matches_one_process(tiny_project, tmp_p
         summary = features(params_path="params.yaml", split="pool")
 
         def contexts() -> int:  # runs on each worker: how many jobs it extracted chunks of
-            from inflow.pipeline import features as step
+            from inflow.pipeline import stores as step
             return len(step._CONTEXTS)  # noqa: SLF001
 
         busy = client.run(contexts)
