@@ -124,12 +124,12 @@ def run_size(root: Path, params, n: int, landmarks: int) -> dict:  # noqa: ANN00
             "distill_loss": distill_loss, "loss_ratio": distill_loss / less_loss}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     cli = parser(__doc__.splitlines()[0])
     cli.add_argument("--params", default="params.yaml", help="the params whose models and settings are used")
     cli.add_argument("--sizes", type=int, nargs=3, help="pool sizes (default 1500 3000 6000; --quick 300 600 1200)")
     cli.add_argument("--landmarks", type=int, default=0, help="landmarks (default: distill.landmarks of the params)")
-    args = cli.parse_args()
+    args = cli.parse_args(argv)
     apply_threads(args.threads)
     from inflow.config import load_params
 

@@ -65,3 +65,17 @@ def test_extract_benchmark_runs_and_prints_its_figures(capsys: pytest.CaptureFix
     for key in ("speedup_vs_less_loop", "ratio_vs_train_step", "sketch_share"):
         assert float(figures[key]) > 0
     assert 0 < float(figures["sketch_share"]) < 1
+
+
+@pytest.mark.slow
+def test_distill_vs_less_benchmark_runs_and_prints_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    import distill_vs_less
+
+    params = BENCHMARKS.parent / "params.yaml"
+    distill_vs_less.main(["--quick", "--params", str(params), "--sizes", "100", "120", "140", "--landmarks", "20"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    figures = [dict(pair.split("=", 1) for pair in line.split()) for line in lines[-3:]]
+    assert [int(f["pool_rows"]) for f in figures] == [100, 120, 140]
+    for f in figures:
+        assert float(f["speedup"]) > 0 and float(f["less_loss"]) > 0 and float(f["distill_loss"]) > 0
+        assert float(f["loss_ratio"]) == pytest.approx(float(f["distill_loss"]) / float(f["less_loss"]), rel=1e-3)
