@@ -198,7 +198,7 @@ def run_distill(distill: DistillConfig, select: SelectConfig, features: Features
 
 
 def _rows_of(store: GradientStore, rows: np.ndarray) -> torch.Tensor:
-    """Raw rows ``rows`` (ascending indices) of ``store`` as float64 ``[len(rows), dim]``, read chunk by chunk."""
+    """Raw rows ``rows`` (indices, any order) of ``store`` as float64 ``[len(rows), dim]``, read chunk by chunk."""
     out = torch.empty(len(rows), store.attrs.dim, dtype=torch.float64)
     for start, features, norms, _ids in store.iter_chunks():
         inside = (rows >= start) & (rows < start + len(features))
