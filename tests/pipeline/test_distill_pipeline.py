@@ -27,7 +27,8 @@ from inflow.pipeline.distill import (
 )
 from inflow.pipeline.distill_second import write_drift
 from inflow.pipeline.embed import plan_embed_jobs
-from inflow.pipeline.features import _context, extract_store, plan_jobs
+from inflow.pipeline.features import extract_store, plan_jobs
+from inflow.pipeline.stores import _context
 from inflow.selection import read_selection, top_k
 from inflow.store import GradientStore
 

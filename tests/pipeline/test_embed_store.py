@@ -16,7 +16,8 @@ from inflow.errors import StoreMismatchError
 from inflow.methods.distill import embedding_positions, jvp_embeddings
 from inflow.pipeline.embed import EmbedJob, main
 from inflow.pipeline.feature_jobs import job_from_json
-from inflow.pipeline.features import _context, extract_chunk, extract_store, open_store
+from inflow.pipeline.features import extract_chunk, extract_store, open_store
+from inflow.pipeline.stores import _context
 from inflow.store import GradientStore
 
 

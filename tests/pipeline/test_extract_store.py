@@ -16,8 +16,8 @@ from inflow.data.targets import load_target_tasks
 from inflow.errors import StoreMismatchError
 from inflow.methods.less import checkpoint_weights, less_scores, subtask_means
 from inflow.pipeline.features import (
+    FeatureContext,
     FeatureJob,
-    _Context,
     extract_chunk,
     extract_store,
     main,
@@ -145,7 +145,7 @@ def test_edited_or_removed_pool_rows_are_refused(tiny_project, tmp_path: Path) -
 
 def _grow_elsewhere(job: FeatureJob) -> list[int]:
     """What another process's open_store does, leaving this process's cached view of the data as it was."""
-    ctx = _Context(job)
+    ctx = FeatureContext(job)
     return GradientStore.create_or_open(job.store, ctx.attrs, ctx.manifest).pending_chunks()
 
 

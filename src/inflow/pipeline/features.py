@@ -41,7 +41,6 @@ from inflow.pipeline.feature_jobs import (
 from inflow.pipeline.stores import (
     StoreContext,
     StoreJob,
-    _context,
     encode_split,
     extract_chunk,
     extract_store,
@@ -67,7 +66,6 @@ __all__ = [
     "FeatureJob",
     "StoreContext",
     "StoreJob",
-    "_context",
     "checkpoints_for",
     "encode_split",
     "extract_chunk",
@@ -152,9 +150,6 @@ def _step_of(checkpoint: str) -> int:
     tail = Path(checkpoint).name.rsplit("-", 1)[-1]
     return int(tail) if tail.isdigit() else -1
 
-
-
-_Context = FeatureContext  # its earlier name
 
 def featurize(ctx: FeatureContext, rows: list[Encoded], batch_size: int, eps_inside_sqrt: bool,
               group_bytes: int) -> torch.Tensor:

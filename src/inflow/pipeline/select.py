@@ -17,7 +17,14 @@ from inflow.devices import resolve_device
 from inflow.methods.less import checkpoint_weights, less_scores, subtask_means
 from inflow.paths import POOL_SPLIT, selection_dir, store_path
 from inflow.pipeline.feature_jobs import checkpoints_for
-from inflow.selection import full_selection, random_selection, round_robin, selection_size, top_k, write_selection
+from inflow.selection import (
+    full_selection,
+    random_selection,
+    round_robin,
+    selection_size,
+    top_k,
+    write_selection,
+)
 from inflow.selection.outputs import ALL_TARGETS
 from inflow.store import GradientStore
 from inflow.store.attrs import require_pairing

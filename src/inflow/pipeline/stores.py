@@ -70,7 +70,7 @@ def row_manifest(rows: Sequence[Encoded]) -> RowManifest:
 class StoreContext:
     """What a process needs to fill chunks of one job's store: the job's rows (encoded, in store order), their
     manifest, the store attrs they are written under, and :meth:`featurize`. One subclass per kind of store:
-    gradient features (:class:`_Context`) and JVP embeddings (``inflow.pipeline.embed``)."""
+    gradient features (``inflow.pipeline.features.FeatureContext``) and JVP embeddings (``inflow.pipeline.embed``)."""
 
     rows: list[Encoded]
     manifest: RowManifest
