@@ -118,12 +118,6 @@ def landmark_stores(distill: DistillConfig, features: FeaturesConfig, sketch: Sk
     return [job], second
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation of two vectors (ties broken by position)."""
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1]) if len(a) > 2 else float("nan")
-
-
 def run_distill(distill: DistillConfig, select: SelectConfig, features: FeaturesConfig, data: DataConfig,
                 warmup_dir: str | Path, default_base: str | Path, selector: str,
                 out_dir: str | Path | None = None) -> dict:
@@ -154,7 +148,8 @@ def run_distill(distill: DistillConfig, select: SelectConfig, features: Features
         target = GradientStore.open(path)
         require_pairing(marks.attrs, target.attrs, marks.path, target.path)
         grads = target.read_all(raw=True).astype(np.float64)  # [m_t, d] plain gradients of the target rows
-        columns[task.name] = range(sum(e.shape[1] for e in exact), sum(e.shape[1] for e in exact) + len(grads))
+        start = sum(e.shape[1] for e in exact)
+        columns[task.name] = range(start, start + len(grads))
         exact.append(phi @ grads.T)  # [L, m_t]: p_i = <a ⊙ g_i, g_t> (or <g_i, g_t>)
         target_means[task.name] = grads.mean(axis=0)
     p_landmarks = np.concatenate(exact, axis=1)  # [L, m]
@@ -218,5 +213,7 @@ def _holdout_check(landmarks: torch.Tensor, values: np.ndarray, distill: Distill
         return {}
     ridge = fit_kernel_ridge(landmarks[kept], torch.from_numpy(values[kept]), distill.damping, distill.kernel)
     predicted = ridge.predict(landmarks[held]).numpy()
-    return {name: _spearman(values[held][:, cols].mean(1), predicted[:, cols].mean(1))
+    from scipy.stats import spearmanr  # scipy is imported slowly: only here
+
+    return {name: float(spearmanr(values[held][:, cols].mean(1), predicted[:, cols].mean(1)).statistic)
             for name, cols in columns.items()}
