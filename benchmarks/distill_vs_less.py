@@ -119,7 +119,8 @@ def run_size(root: Path, params, n: int, landmarks: int) -> dict:  # noqa: ANN00
     less_s = time.perf_counter() - start
 
     less_loss, distill_loss = _fine_tune_and_test(params, "less"), _fine_tune_and_test(params, "distill")
-    return {"pool_rows": n, "landmarks": min(landmarks, n), "order": d.order, "less_s": less_s,
+    return {"pool_rows": n, "landmarks": min(landmarks, n), "order": d.order, "normalize": d.normalize,
+            "less_s": less_s,
             "distill_s": distill_s, "speedup": less_s / distill_s, "less_loss": less_loss,
             "distill_loss": distill_loss, "loss_ratio": distill_loss / less_loss}
 

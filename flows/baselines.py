@@ -1,4 +1,5 @@
-"""Stage ``baselines``: random (same size) and full-pool selections."""
+"""Stage ``baselines``: random (same size as the targeted methods, and at In2Core's budget) and full-pool
+selections."""
 
 from prefect import flow
 

@@ -8,8 +8,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from inflow import paths
-from inflow.config import Params
-from inflow.pipeline import distill, evaluate, models, prepare, select, train
+from inflow.config import Params, SelectConfig
+from inflow.pipeline import coverage, distill, evaluate, in2core, models, prepare, select, train
 
 
 @task(name="prepare-benchmark", cache_policy=NO_CACHE)
@@ -59,9 +59,33 @@ def distill_select(params: Params) -> dict:
     return manifest
 
 
+@task(name="in2core-train", cache_policy=NO_CACHE)
+def in2core_train(params: Params) -> dict:
+    manifest = in2core.train_pool_model(params.in2core, params.warmup, params.data, paths.base_model_dir("selector"))
+    get_run_logger().info("In2Core model: %s", manifest)
+    return manifest
+
+
+@task(name="in2core-select", cache_policy=NO_CACHE)
+def in2core_select(params: Params) -> dict:
+    manifest = in2core.run_in2core(params.in2core, params.data, selector="selector")
+    get_run_logger().info("In2Core coreset: %s", {k: v for k, v in manifest.items() if k != "reduced"})
+    return manifest
+
+
+@task(name="coverage-report", cache_policy=NO_CACHE)
+def coverage_report(params: Params) -> dict:
+    summary = coverage.run_coverage(params.in2core, params.evaluate, params.data, paths.base_model_dir("target"),
+                                    paths.FINETUNED / "in2core")
+    get_run_logger().info("coverage: %s", {t: {k: v for k, v in s.items() if k != "least_covered"}
+                                           for t, s in summary["tasks"].items()})
+    return summary
+
+
 @task(name="baseline-select", cache_policy=NO_CACHE)
 def baseline_select(params: Params) -> dict:
-    manifest = select.run_baselines(params.select, params.data)
+    coreset = SelectConfig(fraction=params.in2core.fraction, count=params.in2core.count, seed=params.select.seed)
+    manifest = select.run_baselines(params.select, params.data, coreset)
     get_run_logger().info("baselines: %s", manifest)
     return manifest
 

@@ -34,6 +34,12 @@ def test_tiny_preset_round_trips() -> None:
         ({"distill": {"damping": 0}}, "distill.damping: must be positive"),
         ({"distill": {"order": "second", "rule": "round_robin"}}, "distill.rule: round_robin is first-order only"),
         ({"distill": {"landmarks": 1}}, "distill.landmarks: must be at least 2"),
+        ({"distill": {"order": "second", "rule": "top_k"}}, "distill.normalize: the second-order weights need"),
+        ({"in2core": {"layers": "middle"}}, "in2core.layers: layers and compare take all, first:K or last:K"),
+        ({"in2core": {"compare": ["first:0"]}}, "in2core.layers: layers and compare take"),
+        ({"in2core": {"layers": []}}, "in2core.layers: name at least one block"),
+        ({"in2core": {"model": "full"}}, "in2core.model: must be one of"),
+        ({"in2core": {"fraction": 0}}, "in2core.fraction: must lie in (0, 1]"),
     ],
 )
 def test_bad_values_name_the_key(data: dict, fragment: str) -> None:

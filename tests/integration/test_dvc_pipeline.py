@@ -16,7 +16,8 @@ from inflow.store import GradientStore
 from tests.integration.dvcrepo import dvc, make_repo, ran, write_params
 
 SELECTION_STAGES = {"prepare", "tokenizer", "base@selector", "warmup", "features@pool", "features@targets",
-                    "less", "baselines", "embed@pool", "embed@targets", "landmarks", "distill"}
+                    "less", "baselines", "embed@pool", "embed@targets", "landmarks", "distill", "in2core_grads",
+                    "in2core"}
 
 
 @pytest.mark.slow
@@ -26,15 +27,18 @@ def test_dvc_repro_then_target_change_reuses_selections(tmp_path) -> None:
     repo = make_repo(tmp_path / "repo", params)
 
     first = ran(dvc(repo, "repro"))
-    assert SELECTION_STAGES <= first
+    assert SELECTION_STAGES <= first and "coverage" in first
     summary = json.loads((repo / "reports/summary.json").read_text())
-    assert {r["method"] for r in summary["rows"]} == {"less", "distill", "random", "full"}
-    assert len(summary["rows"]) == 3 * 4  # 3 target tasks x 4 methods
+    methods = {"less", "distill", "in2core", "random", "random_in2core", "full"}
+    assert {r["method"] for r in summary["rows"]} == methods
+    assert len(summary["rows"]) == 3 * len(methods)  # 3 target tasks x every method
+    coverage = json.loads((repo / "reports/coverage/coverage.json").read_text())
+    assert {r["target"] for r in summary["rows"]} == set(coverage["tasks"])
 
     params["target"]["hidden_size"] = 48  # a different target model
     write_params(repo, params)
     second = ran(dvc(repo, "repro"))
-    assert "base@target" in second and "finetune@less" in second and "report" in second
+    assert {"base@target", "finetune@less", "finetune@in2core", "coverage", "report"} <= second
     assert not (second & SELECTION_STAGES), f"selection stages reran: {second & SELECTION_STAGES}"
 
     # the warmup again with another learning rate: same checkpoint names, other weights and moments
@@ -44,7 +48,8 @@ def test_dvc_repro_then_target_change_reuses_selections(tmp_path) -> None:
     params["warmup"]["lr"] = params["warmup"]["lr"] * 5
     write_params(repo, params)
     third = ran(dvc(repo, "repro"))
-    assert {"warmup", "features@pool", "features@targets", "less", "landmarks", "distill"} <= third
+    assert {"warmup", "features@pool", "features@targets", "less", "landmarks", "distill", "in2core_grads",
+            "in2core"} <= third  # tiny params: In2Core's gradients come from the warmup checkpoint
     assert not {"embed@pool", "embed@targets"} & third  # embeddings come from the base model, not the warmup
     assert sorted(p.name for p in (repo / "data/grads/pool").glob("*.zarr")) == sorted(before)
     for name, (attrs, features) in before.items():

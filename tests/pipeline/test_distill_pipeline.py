@@ -65,7 +65,8 @@ def _target_grads(params: Params, checkpoint: str) -> dict[str, np.ndarray]:
 
 @pytest.mark.slow
 def test_every_row_a_landmark_selects_top_k_by_exact_influence(project) -> None:
-    distill = dataclasses.replace(project.params.distill, landmarks=10_000, optimizer="adam", rule="top_k")
+    distill = dataclasses.replace(project.params.distill, landmarks=10_000, optimizer="adam", rule="top_k",
+                                  normalize=False)
     manifest = _run(project.params, distill)
     assert manifest["landmarks"] == manifest["pool"] == 50
     job = landmark_job(distill, project.params.features, project.params.sketch, project.params.data, paths.WARMUP,
@@ -108,9 +109,12 @@ def test_few_landmarks_keep_exact_values_and_propagate_the_rest(project) -> None
     assert store.attrs.feature_kind == "sgd" and store.example_ids() == marks
     scores = pl.read_parquet(paths.selection_dir("distill") / "scores.parquet")
     assert scores.height == 50 and scores["landmark"].sum() == 20
+    assert distill.normalize  # the default: cosines of landmark and target gradients
     phi = store.read_all(raw=True).astype(np.float64)
+    phi /= np.linalg.norm(phi, axis=1, keepdims=True)
     for task, target in _target_grads(project.params, Path(job.checkpoint).name).items():
-        exact = (phi @ target.T.astype(np.float64)).mean(axis=1)
+        target = target.astype(np.float64) / np.linalg.norm(target, axis=1, keepdims=True)
+        exact = (phi @ target.T).mean(axis=1)
         at_marks = scores.filter(pl.col("landmark"))[f"score_{task}"].to_numpy()
         np.testing.assert_allclose(at_marks, exact, rtol=1e-6, atol=1e-9)
         propagated = scores.filter(~pl.col("landmark"))[f"score_{task}"].to_numpy()
@@ -136,7 +140,8 @@ def _hvp_by_hand(job, task: str, rows: list[str]) -> np.ndarray:
 @pytest.mark.slow
 def test_second_order_weights_solve_the_qp_and_reduce_to_first_order_without_curvature(project) -> None:
     params = project.params
-    distill = dataclasses.replace(params.distill, landmarks=16, order="second", optimizer="adam", rule="top_k")
+    distill = dataclasses.replace(params.distill, landmarks=16, order="second", optimizer="adam", rule="top_k",
+                                  normalize=False)
     manifest = _run(params, distill)
     assert manifest["order"] == "second" and set(manifest["second_order"]) == set(manifest["targets"])
     for report in manifest["second_order"].values():

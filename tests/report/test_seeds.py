@@ -27,6 +27,16 @@ def test_mean_std_and_wins() -> None:
     assert "2.0000 ± 1.0000" in table and "2/3" in table
 
 
+def test_in2core_is_judged_against_random_at_its_own_budget() -> None:
+    def summary(in2core: float, random_5: float, random_50: float) -> dict:
+        return {"rows": [{"target": "qa", "method": m, "test_loss": loss} for m, loss in
+                         (("in2core", in2core), ("random", random_5), ("random_in2core", random_50))]}
+
+    rows = aggregate_summaries([summary(2.0, 3.0, 1.5), summary(2.0, 1.0, 2.5)])
+    assert next(r for r in rows if r["method"] == "in2core")["beats_random"] == 1  # only where random 50% is worse
+    assert "beats_random" not in next(r for r in rows if r["method"] == "random_in2core")
+
+
 def test_single_seed_has_zero_std() -> None:
     (less, _random) = aggregate_summaries([_summary(1.0, 2.0)])
     assert less["test_loss_std"] == 0.0

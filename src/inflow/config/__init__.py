@@ -9,6 +9,7 @@ from inflow.config.sections import (
     EvaluateConfig,
     FeaturesConfig,
     FinetuneConfig,
+    In2CoreConfig,
     LoraConfig,
     ModelConfig,
     SelectConfig,
@@ -20,6 +21,6 @@ from inflow.config.sections import (
 
 __all__ = [
     "BenchmarkConfig", "DataConfig", "DistillConfig", "EvaluateConfig", "FeaturesConfig", "FinetuneConfig",
-    "LoraConfig", "ModelConfig", "Params", "SelectConfig", "SketchConfig", "TokenizerConfig", "TrainConfig", "WarmupConfig",
+    "In2CoreConfig", "LoraConfig", "ModelConfig", "Params", "SelectConfig", "SketchConfig", "TokenizerConfig", "TrainConfig", "WarmupConfig",
     "from_mapping", "load_params", "params_from_dict", "params_to_dict", "require", "tiny_params",
 ]

@@ -21,6 +21,7 @@ from inflow.config.sections import (
     EvaluateConfig,
     FeaturesConfig,
     FinetuneConfig,
+    In2CoreConfig,
     ModelConfig,
     SelectConfig,
     SketchConfig,
@@ -49,6 +50,7 @@ class Params:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    in2core: In2CoreConfig = field(default_factory=In2CoreConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
@@ -100,6 +102,7 @@ def tiny_params() -> Params:
         sketch=SketchConfig(dim=256),
         features=FeaturesConfig(batch_size=8, chunk_rows=64),
         distill=DistillConfig(embed_blocks=2, embed_dim=64, landmarks=48),
+        in2core=In2CoreConfig(model="warmup"),
         finetune=FinetuneConfig(epochs=1, batch_size=8),
         evaluate=EvaluateConfig(batch_size=16, max_new_tokens=0),
     )

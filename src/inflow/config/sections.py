@@ -5,6 +5,7 @@ Ranges are checked on construction, so a config object that exists is a valid on
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -256,6 +257,10 @@ class DistillConfig:
     # adam: the landmarks' gradients preconditioned by the checkpoint's Adam state, a ⊙ g (the update Adam makes);
     # sgd: plain gradients (plain gradient descent)
     optimizer: Literal["adam", "sgd"] = "adam"
+    # first order: influence as the cosine of the landmark's update and the target gradient instead of their inner
+    # product (LESS's normalisation: raw inner products favour short rows, whose gradients are large; measured in
+    # docs/benchmarks.md). false: the paper's inner product, which the second order needs
+    normalize: bool = True
     # propagation (stage distill): kernel ridge regression from the landmarks' embeddings; damping is its λ
     kernel: Literal["rbf", "linear"] = "rbf"
     damping: float = 1e-3
@@ -281,6 +286,43 @@ class DistillConfig:
         require(not (self.order == "second" and self.rule == "round_robin"), "rule",
                 "round_robin is first-order only: the second-order weights are solved per task; set rule: top_k "
                 "with order: second")
+        require(not (self.order == "second" and self.normalize), "normalize",
+                "the second-order weights need the unnormalised influence p (a loss change) and Hessian products; "
+                "set normalize: false with order: second")
+
+
+_LAYER_SPEC = re.compile(r"^(all|(first|last):[1-9][0-9]*)$")
+
+
+@dataclass(frozen=True)
+class In2CoreConfig:
+    """In2Core (stages in2core_grads, in2core, coverage; DESIGN §6): DataInf influence of every pool row on the
+    target tasks, on a reduced set of layer blocks; the proponents as a coreset; each test row's coverage."""
+
+    # whose gradients: warmup = a checkpoint of features.warmup_dir; pool = a LoRA of the selector trained on the
+    # whole pool for train_epochs epochs (the paper's setting; the other training settings are warmup's)
+    model: Literal["warmup", "pool"] = "pool"
+    checkpoint: str = ""  # which checkpoint of that run: '' the last
+    train_epochs: int = 1
+    # the layer blocks whose influence is summed: all, first:K, last:K, or a list of block indices ([0, -1])
+    layers: str | tuple[int, ...] = "all"
+    # reduced-layer settings whose ranking is compared with all layers (Spearman, top-k overlap, time) in in2core.json
+    compare: tuple[str, ...] = ("first:1", "last:1")
+    damping: float = 0.1  # DataInf's λ_l = damping · mean ‖g_l‖² / D_l
+    fraction: float = 0.5  # the coreset: this share of the pool, or `count` rows when count > 0
+    count: int = 0
+    coverage_top: int = 10  # coverage: the support of each test row's `coverage_top` best proponents
+
+    def __post_init__(self) -> None:
+        require(self.train_epochs >= 1, "train_epochs", "must be at least 1")
+        specs = [self.layers] if isinstance(self.layers, str) else []
+        require(all(_LAYER_SPEC.match(s) for s in (*specs, *self.compare)), "layers",
+                "layers and compare take all, first:K or last:K (K >= 1); layers also takes a list of block indices")
+        require(isinstance(self.layers, str) or len(self.layers) > 0, "layers", "name at least one block, or all")
+        require(self.damping > 0, "damping", "must be positive (DataInf's per-layer damping scale)")
+        require(0.0 < self.fraction <= 1.0, "fraction", "must lie in (0, 1]")
+        require(self.count >= 0, "count", "must be >= 0 (0 means: use fraction)")
+        require(self.coverage_top >= 1, "coverage_top", "must be at least 1")
 
 
 @dataclass(frozen=True)

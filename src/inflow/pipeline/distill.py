@@ -6,7 +6,8 @@
   same extraction code, sketch and store as LESS's features (so the target stores of the features stage pair
   with it, and it resumes, grows and is identity-checked like them).
 * :func:`run_distill` computes each landmark's exact first-order influence on every target row,
-  p_L = Φ_L G_Tᵀ (``[L, m]``: raw features, not cosines: the objective is a loss change), propagates it to every
+  p_L = Φ_L G_Tᵀ (``[L, m]``; with ``distill.normalize``, the default, the cosines of those rows, as LESS scores:
+  raw inner products favour short rows; the second order keeps the raw loss change), propagates it to every
   pool row by kernel ridge regression on the embeddings, keeps the exact values at the landmarks, and selects by
   ``distill.rule`` into the same selection files as every method.
 """
@@ -136,7 +137,9 @@ def run_distill(distill: DistillConfig, select: SelectConfig, features: Features
                           "the embed and landmarks stages (dvc repro distill)")
     at = np.array([position[i] for i in marks.example_ids()], dtype=np.int64)
     landmark_embeddings = _rows_of(embed, at)  # [L, e]
-    phi = marks.read_all(raw=True).astype(np.float64)  # [L, d] exact landmark gradient features
+    phi = marks.read_all(raw=True).astype(np.float64)  # [L, d] exact landmark features
+    if distill.normalize:  # cosines: unit landmark rows here, unit target rows below
+        phi = phi / np.maximum(np.linalg.norm(phi, axis=1, keepdims=True), 1e-30)
 
     tasks = load_targets(data)
     exact, columns, target_means = [], {}, {}
@@ -148,10 +151,12 @@ def run_distill(distill: DistillConfig, select: SelectConfig, features: Features
         target = GradientStore.open(path)
         require_pairing(marks.attrs, target.attrs, marks.path, target.path)
         grads = target.read_all(raw=True).astype(np.float64)  # [m_t, d] plain gradients of the target rows
+        target_means[task.name] = grads.mean(axis=0)
+        if distill.normalize:
+            grads = grads / np.maximum(np.linalg.norm(grads, axis=1, keepdims=True), 1e-30)
         start = sum(e.shape[1] for e in exact)
         columns[task.name] = range(start, start + len(grads))
-        exact.append(phi @ grads.T)  # [L, m_t]: p_i = <a ⊙ g_i, g_t> (or <g_i, g_t>)
-        target_means[task.name] = grads.mean(axis=0)
+        exact.append(phi @ grads.T)  # [L, m_t]: p_i = <a ⊙ g_i, g_t> (or <g_i, g_t>; cosines when normalize)
     p_landmarks = np.concatenate(exact, axis=1)  # [L, m]
 
     holdout = _holdout_check(landmark_embeddings, p_landmarks, distill, {t: list(c) for t, c in columns.items()})
@@ -184,8 +189,8 @@ def run_distill(distill: DistillConfig, select: SelectConfig, features: Features
     pl.DataFrame(frame).with_columns(pl.Series("landmark", np.isin(np.arange(len(ids)), at))).write_parquet(
         out_dir / "scores.parquet")
     manifest = {"k": k, "checkpoint": checkpoint.name, "landmarks": len(at), "pool": len(ids),
-                "optimizer": distill.optimizer, "kernel": distill.kernel, "sigma": ridge.sigma,
-                "damping": distill.damping, "rule": distill.rule, "targets": list(columns),
+                "optimizer": distill.optimizer, "normalize": distill.normalize, "kernel": distill.kernel,
+                "sigma": ridge.sigma, "damping": distill.damping, "rule": distill.rule, "targets": list(columns),
                 "holdout_spearman": holdout, "order": distill.order, "second_order": second,
                 "seconds": round(time.perf_counter() - started, 3)}
     (out_dir / "distill.json").write_text(json.dumps(manifest, indent=2))

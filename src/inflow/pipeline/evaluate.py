@@ -14,12 +14,13 @@ import torch
 from peft import PeftModel
 
 from inflow.config import DataConfig, EvaluateConfig
+from inflow.data.render import encode_targets
 from inflow.data.targets import TargetTask, load_targets
 from inflow.devices import autocast_dtype, resolve_device
 from inflow.errors import InflowError
-from inflow.evaluation import evaluate_split
+from inflow.evaluation import answer_losses, evaluate_split
 from inflow.models.loading import load_causal_lm
-from inflow.models.tokenizer import load_tokenizer
+from inflow.models.tokenizer import load_tokenizer, pad_token_id
 from inflow.selection.outputs import ALL_TARGETS
 
 
@@ -66,3 +67,20 @@ def run_evaluate(cfg: EvaluateConfig, data: DataConfig, model_dir: str | Path, a
     return {task.name: evaluate_split(model, tokenizer, task.test, data.max_seq_len, cfg.batch_size,
                                       cfg.max_new_tokens, device=device, dtype=dtype, task=task.name)
             for task in tasks}
+
+
+def example_test_losses(cfg: EvaluateConfig, data: DataConfig, model_dir: str | Path, adapter_dir: str | Path,
+                        task: TargetTask) -> dict[str, float]:
+    """{example id: mean answer-token loss} of ``task``'s test rows under the base model at ``model_dir`` with the
+    LoRA adapter at ``adapter_dir`` (what In2Core's coverage is compared with)."""
+    _check_test_splits([task])
+    device, dtype = evaluation_device(cfg)
+    tokenizer = load_tokenizer(adapter_dir)
+    model = PeftModel.from_pretrained(load_causal_lm(model_dir), adapter_dir).to(device)
+    model.eval()
+    encoded, dropped = encode_targets(task.test, tokenizer, data.max_seq_len)
+    if dropped:
+        raise InflowError(f"{len(dropped)} test rows of {task.name} lose their whole answer at "
+                          f"max_seq_len={data.max_seq_len}; raise data.max_seq_len")
+    losses = answer_losses(model, encoded, pad_token_id(tokenizer), cfg.batch_size, device, dtype)
+    return {e.example_id: float(loss) for e, loss in zip(encoded, losses)}

@@ -58,6 +58,9 @@ class FeatureJob:
     # a target task's name: store H_t Γ(z), target task t's loss Hessian (its validation rows) times each row's
     # feature, instead of Γ(z) (Influence Distillation's second order)
     hvp_task: str = ""
+    # split "targets": the task's validation rows ("val", what selection matches) or its test rows ("test",
+    # In2Core's coverage of each test point)
+    target_rows: str = "val"
 
     def context(self):  # noqa: ANN201 (a FeatureContext; imported here lazily: features imports this module)
         """The extraction context of this job (model, rows, sketch), see :mod:`inflow.pipeline.features`."""

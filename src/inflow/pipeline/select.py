@@ -74,12 +74,18 @@ def run_less(select: SelectConfig, features: FeaturesConfig, data: DataConfig, w
     return manifest
 
 
-def run_baselines(select: SelectConfig, data: DataConfig) -> dict:
-    """Random (same k as every method) and full-pool selections, each serving all targets."""
+def run_baselines(select: SelectConfig, data: DataConfig, coreset: SelectConfig | None = None) -> dict:
+    """Random (same k as every method) and full-pool selections, each serving all targets; with ``coreset``
+    (In2Core's budget, ``in2core.fraction``/``count``) also ``random_in2core``, random rows at that budget."""
     pool = load_pool(data.pool)
     ids = pool["example_id"].to_list()
     k = selection_size(len(pool), select)
     write_selection({ALL_TARGETS: random_selection(ids, k, select.seed)}, pool, selection_dir("random"),
                     "random", "none")
     write_selection({ALL_TARGETS: full_selection(ids)}, pool, selection_dir("full"), "full", "none")
-    return {"k": k, "pool": len(pool)}
+    manifest = {"k": k, "pool": len(pool)}
+    if coreset is not None:
+        manifest["k_in2core"] = selection_size(len(pool), coreset)
+        write_selection({ALL_TARGETS: random_selection(ids, manifest["k_in2core"], select.seed)}, pool,
+                        selection_dir("random_in2core"), "random_in2core", "none")
+    return manifest

@@ -102,16 +102,21 @@ class StoreContext:
 
 
 def encode_split(job, tokenizer) -> list[Encoded]:
-    """The encoded rows of the job's split: every pool row, or target task ``job.task``'s validation rows (only
-    that task is read: a stage plans one job per task)."""
+    """The encoded rows of the job's split: every pool row, or target task ``job.task``'s validation rows (or its
+    test rows, ``job.target_rows == "test"``; only that task is read: a stage plans one job per task)."""
     if job.split == POOL_SPLIT:
         rows, _dropped = encode_pool(load_pool(job.pool), tokenizer, job.max_seq_len, label_newline=job.label_newline)
         return rows
     task = next(s for s in target_sources(job.targets, job.targets_format) if s.name == job.task).load()
-    rows, dropped = encode_targets(task.val, tokenizer, job.max_seq_len)
+    which = getattr(job, "target_rows", "val")
+    if which not in ("val", "test"):
+        raise ValueError(f"target_rows must be val or test, got {which!r}")
+    rows, dropped = encode_targets(task.val if which == "val" else task.test, tokenizer, job.max_seq_len)
     if dropped:
-        raise ValueError(f"{len(dropped)} validation rows of {job.task} lose their answer at "
-                         f"max_seq_len={job.max_seq_len}; raise data.max_seq_len")
+        raise ValueError(f"{len(dropped)} {'validation' if which == 'val' else 'test'} rows of {job.task} lose "
+                         f"their answer at max_seq_len={job.max_seq_len}; raise data.max_seq_len")
+    if which == "test" and not rows:
+        raise InflowError(f"target task {job.task} has no test rows: give it a test split, or leave it out")
     return rows
 
 

@@ -30,7 +30,9 @@ def apply_overrides(params: Mapping, overrides: Mapping[str, object]) -> dict:
     return out
 
 
-UNTARGETED = ("random", "full")  # baselines that do not look at the target task
+UNTARGETED = ("random", "random_in2core", "full")  # baselines that do not look at the target task
+# the random baseline each targeted method is judged against: the one at its budget (default: random, select's)
+RANDOM_OF = {"in2core": "random_in2core"}
 
 
 def aggregate_summaries(summaries: Sequence[Mapping]) -> list[dict]:
@@ -38,7 +40,8 @@ def aggregate_summaries(summaries: Sequence[Mapping]) -> list[dict]:
 
     Each summary is a ``reports/summary.json`` dict (``{"rows": [{target, method, test_loss, ...}]}``). The std is
     the sample standard deviation (ddof=1; 0 for a single seed). ``beats_random`` (rows of a targeted method: not
-    random or full) counts the seeds whose test loss is below the random baseline's on the same target.
+    random or full) counts the seeds whose test loss is below the random baseline's at the method's budget
+    (:data:`RANDOM_OF`) on the same target.
     """
     groups: dict[tuple[str, str], list[Mapping]] = {}
     for summary in summaries:
@@ -60,7 +63,8 @@ def aggregate_summaries(summaries: Sequence[Mapping]) -> list[dict]:
 
 def _beats_random(summary: Mapping, target: str, method: str) -> bool:
     loss = {r["method"]: r["test_loss"] for r in summary["rows"] if r["target"] == target}
-    return method in loss and "random" in loss and loss[method] < loss["random"]
+    baseline = RANDOM_OF.get(method, "random")
+    return method in loss and baseline in loss and loss[method] < loss[baseline]
 
 
 def format_markdown(rows: Sequence[Mapping], n_seeds: int) -> str:
