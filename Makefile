@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: install
-	dvc repro
+	python -m flows.server -- dvc repro
 	python -m inflow.report.summary reports/summary.json
 
 test: install
@@ -36,4 +36,4 @@ test-fast: install
 
 # Multi-seed table for docs/results.md (see README).
 results: install
-	python -m flows.seeds --seeds 0 1 2 --out docs/results.md
+	python -m flows.server -- python -m flows.seeds --seeds 0 1 2 --out docs/results.md

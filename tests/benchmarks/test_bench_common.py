@@ -79,3 +79,19 @@ def test_distill_vs_less_benchmark_runs_and_prints_its_figures(capsys: pytest.Ca
     for f in figures:
         assert float(f["speedup"]) > 0 and float(f["less_loss"]) > 0 and float(f["distill_loss"]) > 0
         assert float(f["loss_ratio"]) == pytest.approx(float(f["distill_loss"]) / float(f["less_loss"]), rel=1e-3)
+
+
+@pytest.mark.slow
+def test_in2core_layers_benchmark_runs_and_prints_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    import in2core_layers
+
+    params = BENCHMARKS.parent / "params.yaml"
+    in2core_layers.main(["--quick", "--params", str(params), "--rows", "120"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    figures = [dict(pair.split("=", 1) for pair in line.split()) for line in lines[-2:]]
+    assert [f["layers"] for f in figures] == ["first:1", "last:1"]
+    for f in figures:
+        assert -1 <= float(f["spearman"]) <= 1 and 0 <= float(f["topk_overlap"]) <= 1
+        assert 0 < int(f["dims"]) < int(f["all_dims"])  # one of the selector's two layers
+        assert float(f["time_saved"]) == pytest.approx(1 - (float(f["extract_s"]) + float(f["influence_s"])) / (
+            float(f["all_extract_s"]) + float(f["all_influence_s"])), abs=2e-3)

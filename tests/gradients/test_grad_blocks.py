@@ -61,3 +61,21 @@ def test_a_model_without_trainable_parameters_is_refused() -> None:
         param.requires_grad_(False)
     with pytest.raises(InflowError, match="no trainable parameters"):
         lora_blocks(model)
+
+
+def test_keep_blocks_restricts_gradients_to_the_kept_layers() -> None:
+    from inflow.gradients.blocks import keep_blocks
+    from inflow.gradients.per_example import per_example_grads
+
+    model = tiny_lora(["q_proj", "v_proj"], layers=3)
+    with torch.no_grad():
+        for _, param in lora_parameters(model):
+            param.normal_(0.0, 0.2)
+    ids = torch.randint(1, 97, (3, 9), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+    full, _ = per_example_grads(model, batch)
+    blocks = lora_blocks(model)
+    kept = keep_blocks(model, [2, 1])
+    assert [b.name for b in kept] == [b.name for b in lora_blocks(model)] == [blocks[1].name, blocks[2].name]
+    only, _ = per_example_grads(model, batch)
+    torch.testing.assert_close(only, full[:, blocks[0].size:], rtol=1e-4, atol=1e-6)

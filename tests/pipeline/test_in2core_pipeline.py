@@ -24,9 +24,9 @@ from inflow.pipeline.coverage import run_coverage
 from inflow.pipeline.features import extract_store
 from inflow.pipeline.in2core import GRADS, POOL_MODEL, in2core_jobs, run_in2core, train_pool_model
 from inflow.pipeline.select import run_baselines
-from inflow.pipeline.stores import _context
+from inflow.pipeline.stores import _context, open_store
 from inflow.pipeline.train import run_finetune
-from inflow.selection import read_selection
+from inflow.selection import read_selection, round_robin
 from inflow.store import GradientStore
 
 BASE = paths.base_model_dir("selector")
@@ -43,6 +43,7 @@ def _grads(params: Params, cfg: In2CoreConfig) -> list:
     train_pool_model(cfg, params.warmup, params.data, BASE)
     jobs = in2core_jobs(cfg, params.features, params.sketch, params.data, BASE)
     for job in jobs:
+        open_store(job, rebuild=True)  # as the stage does: a store of other settings is rebuilt
         extract_store(job, progress=False)
     return jobs
 
@@ -73,7 +74,7 @@ def test_coreset_is_datainf_on_the_checkpoints_raw_gradients(project) -> None:
     # a sketch wider than the LoRA gradient stores it unprojected, and float32 keeps it exact to rounding
     params = dataclasses.replace(project.params, sketch=SketchConfig(dim=1 << 15),
                                  features=dataclasses.replace(project.params.features, dtype="float32"))
-    cfg = In2CoreConfig(model="warmup", count=12, compare=("first:1", "last:1"))
+    cfg = In2CoreConfig(model="warmup", count=12, compare=("first:1", "last:1"), rule="top_k")
     jobs = _grads(params, cfg)
     pool_job, tasks = jobs[0], load_targets(params.data)
     assert [Path(j.store).relative_to(GRADS).as_posix() for j in jobs] == [
@@ -105,8 +106,36 @@ def test_coreset_is_datainf_on_the_checkpoints_raw_gradients(project) -> None:
         assert manifest["reduced"]["first:1"]["spearman"][task.name] == pytest.approx(
             float(pl.DataFrame({"a": first, "b": expected}).select(pl.corr("a", "b", method="spearman")).item()),
             abs=1e-3)
-    assert manifest["k"] == 12 and manifest["blocks"] == [0, 1] and manifest["n_blocks"] == 2
+    assert manifest["k"] == 12 and manifest["stored_blocks"] == 2 and manifest["dims"] == sum(sizes)
+
+    # round robin: each validation subtask in turn takes the row most helpful to its own mean gradient
+    manifest = run_in2core(dataclasses.replace(cfg, rule="round_robin"), params.data, "selector")
+    selection = read_selection(paths.selection_dir("in2core"))
+    for task, val in zip(tasks, jobs[1::2]):
+        grads = _by_hand(val, task.val["example_id"].to_list())
+        labels = task.val["subtask"].to_numpy()
+        assert manifest["subtasks"][task.name] == sorted(set(labels))
+        per_subtask = np.stack([_datainf(g, grads[labels == sub].mean(0), sizes) for sub in sorted(set(labels))], 1)
+        chosen = selection.filter(pl.col("target") == task.name).sort("rank")["example_id"].to_list()
+        assert chosen == round_robin(ids, -per_subtask, 12)["example_id"].to_list(), task.name
     assert manifest["reduced"]["last:1"]["blocks"] == [1] and manifest["reduced"]["last:1"]["dims"] == sizes[1]
+
+    # reduced layers extracted for real: only the last layer's LoRA weights get gradients, and the influence is
+    # the formula on that layer's raw gradients alone
+    last = dataclasses.replace(cfg, layers="last:1")
+    jobs = _grads(params, last)
+    store = GradientStore.open(jobs[0].store)
+    assert [b["in_dim"] for b in store.attrs.sketch["blocks"]] == sizes[1:]
+    assert store.attrs.extraction["layers"] == "last:1"
+    np.testing.assert_allclose(store.read_all(raw=True), g[:, sizes[0]:], rtol=1e-4, atol=1e-4 * np.abs(g).max())
+    manifest = run_in2core(last, params.data, "selector")
+    assert manifest["stored_blocks"] == 1 and set(manifest["reduced"]) == {"all"}
+    scores = pl.read_parquet(paths.selection_dir("in2core") / "scores.parquet")
+    for task, val in zip(tasks, jobs[1::2]):
+        v = GradientStore.open(val.store).read_all(raw=True).astype(np.float64).mean(0)
+        expected = _datainf(g[:, sizes[0]:], v, sizes[1:])
+        np.testing.assert_allclose(scores[f"influence_{task.name}"].to_numpy(), expected, rtol=2e-4,
+                                   atol=2e-4 * np.abs(expected).max())
 
 
 @pytest.mark.slow
@@ -118,8 +147,8 @@ def test_pool_model_then_warmup_model(project) -> None:
     assert trained["examples"] == 50  # every pool row
     assert Path(jobs[0].checkpoint).parent == POOL_MODEL
     manifest = run_in2core(cfg, params.data, "selector")
-    assert manifest["k"] == 25 and manifest["model"] == "pool" and manifest["blocks"] == [1]
-    assert set(manifest["reduced"]) == {"all", "first:1", "last:1"}
+    assert manifest["k"] == 25 and manifest["model"] == "pool" and manifest["stored_blocks"] == 1
+    assert set(manifest["reduced"]) == {"all"}  # the stores hold one layer: nothing to compare it with
     assert read_selection(paths.selection_dir("in2core")).group_by("target").len()["len"].to_list() == [25] * len(
         manifest["targets"])
 
@@ -151,6 +180,7 @@ def test_coverage_report_and_random_control(project) -> None:
     assert table.height == sum(t.test.height for t in tasks)
     assert table["test_loss"].is_finite().all() and (table["test_loss"] > 0).all()
     assert (table["top"] <= table["total"] + 1e-9).all() and (table["count"] <= 50).all()
+    assert (table["grad_norm"] > 0).all()
     assert set(summary["tasks"]) == {t.name for t in tasks}
     for name, task_summary in summary["tasks"].items():
         assert task_summary["test_rows"] == table.filter(pl.col("task") == name).height

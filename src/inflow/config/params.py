@@ -102,7 +102,7 @@ def tiny_params() -> Params:
         sketch=SketchConfig(dim=256),
         features=FeaturesConfig(batch_size=8, chunk_rows=64),
         distill=DistillConfig(embed_blocks=2, embed_dim=64, landmarks=48),
-        in2core=In2CoreConfig(model="warmup"),
+        in2core=In2CoreConfig(),
         finetune=FinetuneConfig(epochs=1, batch_size=8),
         evaluate=EvaluateConfig(batch_size=16, max_new_tokens=0),
     )

@@ -299,9 +299,10 @@ class In2CoreConfig:
     """In2Core (stages in2core_grads, in2core, coverage; DESIGN §6): DataInf influence of every pool row on the
     target tasks, on a reduced set of layer blocks; the proponents as a coreset; each test row's coverage."""
 
-    # whose gradients: warmup = a checkpoint of features.warmup_dir; pool = a LoRA of the selector trained on the
-    # whole pool for train_epochs epochs (the paper's setting; the other training settings are warmup's)
-    model: Literal["warmup", "pool"] = "pool"
+    # whose gradients: warmup = a checkpoint of features.warmup_dir (LESS's warmup, no extra training; the better
+    # coresets on the benchmark, docs/results.md); pool = a LoRA of the selector trained on the whole pool for
+    # train_epochs epochs (the paper's setting; the other training settings are warmup's)
+    model: Literal["warmup", "pool"] = "warmup"
     checkpoint: str = ""  # which checkpoint of that run: '' the last
     train_epochs: int = 1
     # the layer blocks whose influence is summed: all, first:K, last:K, or a list of block indices ([0, -1])
@@ -309,6 +310,9 @@ class In2CoreConfig:
     # reduced-layer settings whose ranking is compared with all layers (Spearman, top-k overlap, time) in in2core.json
     compare: tuple[str, ...] = ("first:1", "last:1")
     damping: float = 0.1  # DataInf's λ_l = damping · mean ‖g_l‖² / D_l
+    # round_robin: each validation subtask in turn takes its most helpful row left (LESS's default); top_k: the rows
+    # most helpful to the task's mean validation gradient (the paper), which one subtask's large gradients can own
+    rule: Literal["round_robin", "top_k"] = "round_robin"
     fraction: float = 0.5  # the coreset: this share of the pool, or `count` rows when count > 0
     count: int = 0
     coverage_top: int = 10  # coverage: the support of each test row's `coverage_top` best proponents

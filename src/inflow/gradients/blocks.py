@@ -99,3 +99,15 @@ def _check_contiguous(keys: list[str]) -> None:
                 "restrict lora.target_modules to modules inside the transformer layers")
         seen.add(key)
         previous = key
+
+
+def keep_blocks(model: torch.nn.Module, kept: list[int]) -> list[GradBlock]:
+    """Freeze (``requires_grad_(False)``) the LoRA parameters of every block of :func:`lora_blocks` not in ``kept``
+    (block indices), so per-example gradients, their blocks and the sketch cover the kept blocks only, and the
+    backward pass stops below the lowest kept layer. Returns the kept blocks."""
+    blocks = lora_blocks(model)
+    dropped = {name for b, block in enumerate(blocks) if b not in kept for name in block.param_names}
+    for name, param in model.named_parameters():
+        if name in dropped:
+            param.requires_grad_(False)
+    return [blocks[b] for b in sorted(kept)]

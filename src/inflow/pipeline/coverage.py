@@ -2,9 +2,11 @@
 offers it (:mod:`inflow.methods.in2core.coverage`), next to the test loss of the target model fine-tuned on that
 task's In2Core coreset, so a user sees which test points the data does not cover.
 
-Writes ``reports/coverage/``: ``coverage.parquet`` (one row per test row: task, example_id, subtask, total, top,
-count, test_loss), ``coverage.json`` (per task: the Spearman correlation of support and test loss, the least
-covered rows) and two plots (``coverage_hist.png``, ``coverage_vs_loss.png``).
+Support is measured for each test row's unit gradient: raw influence scales with the test row's gradient norm, so
+raw support would mix how large that gradient is with how well the pool points the way the row needs. Writes
+``reports/coverage/``: ``coverage.parquet`` (one row per test row: task, example_id, subtask, total, top, count,
+grad_norm, test_loss), ``coverage.json`` (per task: the Spearman correlation of support and of the gradient norm
+with the test loss, the least covered rows) and two plots (``coverage_hist.png``, ``coverage_vs_loss.png``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from inflow.config import DataConfig, EvaluateConfig, In2CoreConfig
 from inflow.data.targets import load_targets
 from inflow.errors import InflowError
-from inflow.methods.in2core import Blocks, Coverage, fit_datainf, kept_blocks
+from inflow.methods.in2core import Blocks, Coverage, fit_datainf
 from inflow.paths import REPORTS
 from inflow.pipeline.evaluate import example_test_losses
 from inflow.pipeline.in2core import open_stores, raw_chunks
@@ -31,16 +33,17 @@ LEAST_COVERED = 5  # rows listed per task in coverage.json
 
 def coverage_table(cfg: In2CoreConfig, data: DataConfig) -> pl.DataFrame:
     """One row per test row of every task: its support from the pool (total, top ``coverage_top``, count of
-    proponents), from DataInf influence on the kept layer blocks; one streamed pass of the pool for all tasks."""
+    proponents), from DataInf influence on the stored (kept) layer blocks of the row's *unit* gradient, and that
+    gradient's norm (``grad_norm``); one fit for all tasks' rows."""
     _checkpoint, pool, tests = open_stores(cfg, data, "test")
-    blocks = Blocks.from_sketch(pool.attrs.sketch)
-    kept = kept_blocks(cfg.layers, len(blocks))
-    columns = blocks.columns(kept)
-    rows = {name: torch.from_numpy(s.read_all(raw=True).astype(np.float64))[:, torch.from_numpy(columns)]
-            for name, s in tests.items()}
-    targets = torch.cat(list(rows.values()))  # [M, d_kept]: every task's test rows
-    chunks = raw_chunks(pool, columns)
-    fit = fit_datainf(chunks, targets, blocks.subset(kept), cfg.damping)
+    blocks = Blocks.from_sketch(pool.attrs.sketch)  # the stores hold the kept layers (in2core.layers) only
+    rows = {name: torch.from_numpy(s.read_all(raw=True).astype(np.float64)) for name, s in tests.items()}
+    targets = torch.cat(list(rows.values()))  # [M, d]: every task's test rows
+    norms = targets.norm(dim=1)
+    # unit test gradients: support per unit of the test row's gradient (module docstring)
+    targets = targets / norms.clamp_min(1e-30)[:, None]
+    chunks = raw_chunks(pool)
+    fit = fit_datainf(chunks, targets, blocks, cfg.damping)
     spans, start = {}, 0
     for name, r in rows.items():
         spans[name], start = slice(start, start + len(r)), start + len(r)
@@ -57,7 +60,8 @@ def coverage_table(cfg: In2CoreConfig, data: DataConfig) -> pl.DataFrame:
         ids = store.example_ids()
         frames.append(pl.DataFrame({
             "task": [name] * len(ids), "example_id": ids, "subtask": [subtasks[name].get(i, "") for i in ids],
-            "total": found["total"].numpy(), "top": found["top"].numpy(), "count": found["count"].numpy()}))
+            "total": found["total"].numpy(), "top": found["top"].numpy(), "count": found["count"].numpy(),
+            "grad_norm": norms[spans[name]].numpy()}))
     return pl.concat(frames)
 
 
@@ -103,5 +107,5 @@ def _task_summary(part: pl.DataFrame) -> dict:
     least = part.sort("top").head(LEAST_COVERED)
     return {"test_rows": part.height, "mean_top": float(part["top"].mean()), "mean_total": float(part["total"].mean()),
             "uncovered": int((part["count"] == 0).sum()), "spearman_top_vs_loss": rho("top"),
-            "spearman_total_vs_loss": rho("total"),
+            "spearman_total_vs_loss": rho("total"), "spearman_grad_norm_vs_loss": rho("grad_norm"),
             "least_covered": least.select("example_id", "subtask", "top", "test_loss").to_dicts()}

@@ -61,6 +61,9 @@ class FeatureJob:
     # split "targets": the task's validation rows ("val", what selection matches) or its test rows ("test",
     # In2Core's coverage of each test point)
     target_rows: str = "val"
+    # only these LoRA layer blocks (In2Core's reduced layers: first:K, last:K, or a JSON list of block indices),
+    # each projected to its share of sketch_dim in an all-layer store; '' every block. Plain-gradient stores only
+    layers: str = ""
 
     def context(self):  # noqa: ANN201 (a FeatureContext; imported here lazily: features imports this module)
         """The extraction context of this job (model, rows, sketch), see :mod:`inflow.pipeline.features`."""

@@ -27,9 +27,11 @@ import torch
 import inflow
 from inflow.data.batching import Encoded, collate, length_batches
 from inflow.devices import autocast, autocast_dtype, resolve_device
-from inflow.gradients.blocks import lora_blocks, lora_parameters
+from inflow.errors import InflowError
+from inflow.gradients.blocks import keep_blocks, lora_blocks, lora_parameters
 from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import per_example_grads
+from inflow.methods.in2core.layers import kept_blocks, parse_layers
 from inflow.models.loading import load_causal_lm, model_fingerprint, resolve_model_dir
 from inflow.models.tokenizer import load_tokenizer, pad_token_id
 from inflow.pipeline.feature_jobs import (
@@ -52,6 +54,7 @@ from inflow.pipeline.stores import (
 )
 from inflow.pipeline.stores import main as run_job
 from inflow.sketch import BlockSketch
+from inflow.sketch.block import allocate_dims
 from inflow.sketch.cache import MIB
 from inflow.sketch.groups import SketchGroups
 from inflow.store import StoreAttrs
@@ -93,6 +96,16 @@ class FeatureContext(StoreContext):
         self.autocast = autocast_dtype(job.precision, self.device)
         self.model = load_adapter_into(load_causal_lm(job.base_model), job.checkpoint).to(self.device)
         self.model.eval()
+        sketch_dim = job.sketch_dim
+        if job.layers:  # only the kept layers, each projected to the share it has in an all-layer store
+            if job.feature_kind != "sgd":
+                raise InflowError(f"layers={job.layers!r}: only plain-gradient (sgd) stores keep a subset of the "
+                                  "layers; Adam's state covers every parameter")
+            sizes = [b.size for b in lora_blocks(self.model)]
+            kept = kept_blocks(parse_layers(job.layers), len(sizes))
+            shares = allocate_dims(sizes, job.sketch_dim)
+            sketch_dim = sum(shares[b] for b in kept)
+            keep_blocks(self.model, kept)
         params = lora_parameters(self.model)
         self.adam = None
         self.preconditioner = None
@@ -106,7 +119,7 @@ class FeatureContext(StoreContext):
                 self.preconditioner = adam_preconditioner(self.adam.exp_avg_sq.float(), adam.step, adam.beta1,
                                                           adam.beta2, adam.eps)
         self.sketch = BlockSketch(job.sketch_kind, job.sketch_seed, [b.size for b in lora_blocks(self.model)],
-                                  job.sketch_dim)
+                                  sketch_dim)
         self.hvp_batches: list[dict[str, torch.Tensor]] = []
         extraction = extraction_settings(job, self.device, self.adam)
         if job.hvp_task:  # the Hessian of this target task's loss, applied to every row's feature
@@ -138,6 +151,8 @@ def extraction_settings(job: FeatureJob, device: torch.device, adam: AdamState |
     """
     settings: dict = {"batch_size": job.batch_size, "sketch_group_mib": job.sketch_group_mib,
                       "threads": job.threads, "device": device.type}
+    if job.layers:
+        settings["layers"] = job.layers
     if adam is not None and job.feature_kind == "adam":
         settings["adam"] = {"beta1": adam.beta1, "beta2": adam.beta2, "eps": adam.eps,
                             "eps_inside_sqrt": job.eps_inside_sqrt}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 
@@ -29,3 +30,13 @@ def kept_blocks(spec: str | Sequence[int], n_blocks: int) -> list[int]:
     if not picked:
         raise ValueError("in2core.layers: the list is empty; name at least one block, or write all")
     return sorted(set(picked))
+
+
+def layers_text(spec: str | Sequence[int]) -> str:
+    """``spec`` as one string (a list as JSON), e.g. for a features job; :func:`parse_layers` reads it back."""
+    return spec if isinstance(spec, str) else json.dumps([int(i) for i in spec])
+
+
+def parse_layers(text: str) -> str | list[int]:
+    """The inverse of :func:`layers_text`."""
+    return json.loads(text) if text.startswith("[") else text
