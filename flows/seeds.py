@@ -80,7 +80,9 @@ def _results_page(table: str, seed_list: list[int], params_path: str) -> str:
         "the model inits, the warmup slice, the random baseline, Influence Distillation's tangents and landmarks "
         "and the fine-tuning order: "
         "`inflow.report.seeds.seed_overrides`). Mean ± sample std over seeds of each target task's held-out test "
-        "split. Produced by `make results` (`python -m flows.seeds --seeds 0 1 2 --out docs/results.md`).\n\n"
+        "split; `< random` counts the seeds a targeted method beats random at its own budget (`random_in2core` "
+        "for In2Core's 50%). Produced by `make results` (`python -m flows.server -- python -m flows.seeds "
+        "--seeds 0 1 2 --out docs/results.md`).\n\n"
         f"{table}\n"
     )
 

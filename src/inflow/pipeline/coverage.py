@@ -90,7 +90,8 @@ def run_coverage(cfg: In2CoreConfig, evaluate: EvaluateConfig, data: DataConfig,
                                                  table.group_by("task", maintain_order=True)}}
     (out_dir / "coverage.json").write_text(json.dumps(summary, indent=2))
     plot_coverage_hist(table, out_dir / "coverage_hist.png", cfg.coverage_top)
-    plot_coverage_vs_loss(table, out_dir / "coverage_vs_loss.png", cfg.coverage_top)
+    plot_coverage_vs_loss(table, out_dir / "coverage_vs_loss.png", cfg.coverage_top,
+                          {name: task["spearman_top_vs_loss"] for name, task in summary["tasks"].items()})
     return summary
 
 

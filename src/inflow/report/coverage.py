@@ -41,17 +41,22 @@ def plot_coverage_hist(table: pl.DataFrame, path: str | Path, top: int) -> Path:
     return _save(fig, path)
 
 
-def plot_coverage_vs_loss(table: pl.DataFrame, path: str | Path, top: int) -> Path:
-    """Per task, each test row's support against its test loss after fine-tuning on the coreset."""
+def plot_coverage_vs_loss(table: pl.DataFrame, path: str | Path, top: int,
+                          rho: dict[str, float | None] | None = None) -> Path:
+    """Per task, each test row's support against its test loss after fine-tuning on the coreset, coloured by
+    subtask; ``rho`` (task: Spearman correlation) goes in the titles."""
     tasks = table["task"].unique(maintain_order=True).to_list()
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.8 * len(tasks), 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         part = table.filter(pl.col("task") == task)
-        x, y = part["top"].to_numpy(), part["test_loss"].to_numpy()
-        ax.scatter(x, y, s=12, alpha=0.7)
+        for (subtask,), rows in part.group_by("subtask", maintain_order=True):
+            ax.scatter(rows["top"].to_numpy(), rows["test_loss"].to_numpy(), s=12, alpha=0.7, label=subtask or "-")
+        x = part["top"].to_numpy()
         if len(x) and (x > 0).all() and x.max() / x.min() > 100:
             ax.set_xscale("log")
-        ax.set_title(task)
+        value = (rho or {}).get(task)
+        ax.set_title(task + (f" (Spearman {value:+.2f})" if value is not None else ""))
+        ax.legend(fontsize=7, loc="best")
         ax.set_xlabel(f"support of the best {top} proponents")
     axes[0][0].set_ylabel("test loss (fine-tuned on the coreset)")
     return _save(fig, path)
