@@ -211,14 +211,11 @@ def run_in2core(cfg: In2CoreConfig, data: DataConfig, selector: str, out_dir: st
                          "seconds": round(seconds, 3), "time_saved": round(1 - seconds / full_s, 3),
                          "spearman": {n: round(p[0], 4) for n, p in pairs.items()},
                          "topk_overlap": {n: round(p[1], 4) for n, p in pairs.items()}}
-    manifest = {"k": k, "pool": len(ids), "checkpoint": checkpoint, "model": cfg.model, "layers": _name(cfg.layers),
-                "rule": cfg.rule, "stored_blocks": len(blocks), "dims": blocks.dim, "damping": cfg.damping,
+    manifest = {"k": k, "pool": len(ids), "checkpoint": checkpoint, "model": cfg.model,
+                "layers": layers_text(cfg.layers), "rule": cfg.rule, "stored_blocks": len(blocks), "dims": blocks.dim,
+                "damping": cfg.damping,
                 "targets": list(val), "subtasks": {name: [owners[j][1] for j in c] for name, c in cols.items()},
                 "proponents": {name: int((scores[:, j] < 0).sum()) for j, name in enumerate(val)},
                 "reduced": reduced}
     (out_dir / "in2core.json").write_text(json.dumps(manifest, indent=2))
     return manifest
-
-
-def _name(layers: str | tuple[int, ...]) -> str:
-    return layers if isinstance(layers, str) else "[" + ", ".join(str(b) for b in layers) + "]"
