@@ -51,6 +51,16 @@ def _check_test_splits(tasks: Sequence[TargetTask]) -> None:
                           "beside the file, or MMLU's test/ CSVs) and rerun")
 
 
+def load_finetuned(cfg: EvaluateConfig, model_dir: str | Path, adapter_dir: str | Path):  # noqa: ANN201
+    """(model in eval mode on ``evaluate.device``, tokenizer, device, autocast dtype) of the base model at
+    ``model_dir`` with the LoRA adapter at ``adapter_dir``."""
+    device, dtype = evaluation_device(cfg)
+    tokenizer = load_tokenizer(adapter_dir)
+    model = PeftModel.from_pretrained(load_causal_lm(model_dir), adapter_dir).to(device)
+    model.eval()
+    return model, tokenizer, device, dtype
+
+
 def run_evaluate(cfg: EvaluateConfig, data: DataConfig, model_dir: str | Path, adapter_dir: str | Path,
                  tasks: Sequence[TargetTask] | None = None) -> dict[str, dict]:
     """{task name: metrics} of the base model at ``model_dir`` with the LoRA adapter at ``adapter_dir``.
@@ -60,10 +70,7 @@ def run_evaluate(cfg: EvaluateConfig, data: DataConfig, model_dir: str | Path, a
     """
     tasks = tasks_to_evaluate(data, Path(adapter_dir).name) if tasks is None else list(tasks)
     _check_test_splits(tasks)
-    device, dtype = evaluation_device(cfg)
-    tokenizer = load_tokenizer(adapter_dir)
-    model = PeftModel.from_pretrained(load_causal_lm(model_dir), adapter_dir).to(device)
-    model.eval()
+    model, tokenizer, device, dtype = load_finetuned(cfg, model_dir, adapter_dir)
     return {task.name: evaluate_split(model, tokenizer, task.test, data.max_seq_len, cfg.batch_size,
                                       cfg.max_new_tokens, device=device, dtype=dtype, task=task.name)
             for task in tasks}
@@ -74,10 +81,7 @@ def example_test_losses(cfg: EvaluateConfig, data: DataConfig, model_dir: str | 
     """{example id: mean answer-token loss} of ``task``'s test rows under the base model at ``model_dir`` with the
     LoRA adapter at ``adapter_dir`` (what In2Core's coverage is compared with)."""
     _check_test_splits([task])
-    device, dtype = evaluation_device(cfg)
-    tokenizer = load_tokenizer(adapter_dir)
-    model = PeftModel.from_pretrained(load_causal_lm(model_dir), adapter_dir).to(device)
-    model.eval()
+    model, tokenizer, device, dtype = load_finetuned(cfg, model_dir, adapter_dir)
     encoded, dropped = encode_targets(task.test, tokenizer, data.max_seq_len)
     if dropped:
         raise InflowError(f"{len(dropped)} test rows of {task.name} lose their whole answer at "
