@@ -10,7 +10,7 @@ from inflow.data.pool import load_pool
 from inflow.report.plots import plot_summary
 from inflow.report.summary import format_table, summarize
 
-METHODS = ("less", "distill", "in2core", "random", "random_in2core", "full")
+METHODS = ("less", "distill", "in2core", "bm25", "rds", "random", "random_in2core", "full")
 
 
 @flow(name="report", description="Summarise every method's test metrics into reports/summary.json.")

@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from inflow import paths
 from inflow.config import Params, SelectConfig
-from inflow.pipeline import coverage, distill, evaluate, in2core, models, prepare, select, train
+from inflow.pipeline import baselines, coverage, distill, evaluate, in2core, models, prepare, select, train
 
 
 @task(name="prepare-benchmark", cache_policy=NO_CACHE)
@@ -85,8 +85,23 @@ def coverage_report(params: Params) -> dict:
 @task(name="baseline-select", cache_policy=NO_CACHE)
 def baseline_select(params: Params) -> dict:
     coreset = SelectConfig(fraction=params.in2core.fraction, count=params.in2core.count, seed=params.select.seed)
-    manifest = select.run_baselines(params.select, params.data, coreset)
+    manifest = baselines.run_baselines(params.select, params.data, coreset)
     get_run_logger().info("baselines: %s", manifest)
+    return manifest
+
+
+@task(name="bm25-select", cache_policy=NO_CACHE)
+def bm25_select(params: Params) -> dict:
+    manifest = baselines.run_bm25(params.select, params.baselines, params.data)
+    get_run_logger().info("BM25 selection: %s", manifest)
+    return manifest
+
+
+@task(name="rds-select", cache_policy=NO_CACHE)
+def rds_select(params: Params) -> dict:
+    model = params.features.base_model or paths.base_model_dir("selector")
+    manifest = baselines.run_rds(params.select, params.baselines, params.data, model, selector="selector")
+    get_run_logger().info("RDS selection: %s", manifest)
     return manifest
 
 

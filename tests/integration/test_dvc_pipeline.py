@@ -17,7 +17,7 @@ from tests.integration.dvcrepo import dvc, make_repo, ran, write_params
 
 SELECTION_STAGES = {"prepare", "tokenizer", "base@selector", "warmup", "features@pool", "features@targets",
                     "less", "baselines", "embed@pool", "embed@targets", "landmarks", "distill", "in2core_grads",
-                    "in2core"}
+                    "in2core", "bm25", "rds"}
 
 
 @pytest.mark.slow
@@ -29,7 +29,7 @@ def test_dvc_repro_then_target_change_reuses_selections(tmp_path) -> None:
     first = ran(dvc(repo, "repro"))
     assert SELECTION_STAGES <= first and "coverage" in first
     summary = json.loads((repo / "reports/summary.json").read_text())
-    methods = {"less", "distill", "in2core", "random", "random_in2core", "full"}
+    methods = {"less", "distill", "in2core", "bm25", "rds", "random", "random_in2core", "full"}
     assert {r["method"] for r in summary["rows"]} == methods
     assert len(summary["rows"]) == 3 * len(methods)  # 3 target tasks x every method
     coverage = json.loads((repo / "reports/coverage/coverage.json").read_text())

@@ -15,15 +15,27 @@ import torch
 from PIL import Image
 
 from inflow import paths
-from inflow.config import FinetuneConfig, In2CoreConfig, Params, SelectConfig, SketchConfig
+from inflow.config import (
+    FinetuneConfig,
+    In2CoreConfig,
+    Params,
+    SelectConfig,
+    SketchConfig,
+)
 from inflow.data.batching import collate
 from inflow.data.targets import load_targets
 from inflow.gradients.blocks import lora_blocks
 from inflow.gradients.per_example import per_example_grads
+from inflow.pipeline.baselines import run_baselines
 from inflow.pipeline.coverage import run_coverage
 from inflow.pipeline.features import extract_store
-from inflow.pipeline.in2core import GRADS, POOL_MODEL, in2core_jobs, run_in2core, train_pool_model
-from inflow.pipeline.select import run_baselines
+from inflow.pipeline.in2core import (
+    GRADS,
+    POOL_MODEL,
+    in2core_jobs,
+    run_in2core,
+    train_pool_model,
+)
 from inflow.pipeline.stores import _context, open_store
 from inflow.pipeline.train import run_finetune
 from inflow.selection import read_selection, round_robin

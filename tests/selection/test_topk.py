@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from inflow.config import SelectConfig
-from inflow.selection import full_selection, random_selection, round_robin, selection_size, top_k
+from inflow.selection import full_selection, random_selection, round_robin, select_by_rule, selection_size, top_k
 
 
 def test_selection_size_rule() -> None:
@@ -89,3 +89,13 @@ def test_round_robin_one_column_is_top_k_and_rejects_bad_input() -> None:
         round_robin(ids, scores, 5)
     with pytest.raises(ValueError, match="NaN"):
         round_robin(ids, np.full((10, 2), np.nan), 5)
+
+
+def test_select_by_rule_dispatches_to_the_subtask_rules() -> None:
+    ids = [f"r{i}" for i in range(6)]
+    scores = np.array([[0.9, 0.0], [0.8, 0.1], [0.7, 0.2], [0.1, 0.3], [0.0, 0.4], [0.5, 0.6]])
+    assert select_by_rule(ids, scores, 3, "max")["example_id"].to_list() == ["r0", "r1", "r2"]
+    assert select_by_rule(ids, scores, 3, "round_robin")["example_id"].to_list() == ["r0", "r5", "r1"]
+    assert select_by_rule(ids, scores, 3, "max").equals(top_k(ids, scores.max(axis=1), 3))
+    with pytest.raises(ValueError, match="round_robin or max"):
+        select_by_rule(ids, scores, 3, "mean")

@@ -3,6 +3,7 @@
 from inflow.config.loader import from_mapping, require
 from inflow.config.params import Params, load_params, params_from_dict, params_to_dict, tiny_params
 from inflow.config.sections import (
+    BaselinesConfig,
     BenchmarkConfig,
     DataConfig,
     DistillConfig,
@@ -20,7 +21,8 @@ from inflow.config.sections import (
 )
 
 __all__ = [
-    "BenchmarkConfig", "DataConfig", "DistillConfig", "EvaluateConfig", "FeaturesConfig", "FinetuneConfig",
-    "In2CoreConfig", "LoraConfig", "ModelConfig", "Params", "SelectConfig", "SketchConfig", "TokenizerConfig", "TrainConfig", "WarmupConfig",
+    "BaselinesConfig", "BenchmarkConfig", "DataConfig", "DistillConfig", "EvaluateConfig", "FeaturesConfig", "FinetuneConfig",
+    "In2CoreConfig", "LoraConfig", "ModelConfig", "Params", "SelectConfig", "SketchConfig", "TokenizerConfig",
+    "TrainConfig", "WarmupConfig",
     "from_mapping", "load_params", "params_from_dict", "params_to_dict", "require", "tiny_params",
 ]

@@ -15,6 +15,7 @@ import yaml
 
 from inflow.config.loader import from_mapping
 from inflow.config.sections import (
+    BaselinesConfig,
     BenchmarkConfig,
     DataConfig,
     DistillConfig,
@@ -49,6 +50,7 @@ class Params:
     sketch: SketchConfig = field(default_factory=SketchConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     in2core: In2CoreConfig = field(default_factory=In2CoreConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)

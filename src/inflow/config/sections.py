@@ -238,6 +238,25 @@ class SelectConfig:
 
 
 @dataclass(frozen=True)
+class BaselinesConfig:
+    """The targeted baselines (stages bm25, rds): at select's budget and under its subtask_rule, like LESS."""
+
+    bm25_k1: float = 1.5  # BM25 term-frequency saturation
+    bm25_b: float = 0.75  # BM25 length normalisation
+    # RDS: the selector base model's final hidden states averaged over the row's tokens, or at its last token
+    # (LESS's RDS; on the benchmark the tiny selector's last-token states pick decoys, docs/results.md)
+    rds_pooling: Literal["last", "mean"] = "mean"
+    rds_batch_size: int = 32
+    rds_device: str = "cpu"  # cpu | cuda | cuda:N | auto
+
+    def __post_init__(self) -> None:
+        require(self.bm25_k1 >= 0, "bm25_k1", "must be >= 0")
+        require(0.0 <= self.bm25_b <= 1.0, "bm25_b", "must lie in [0, 1]")
+        require(self.rds_batch_size >= 1, "rds_batch_size", "must be at least 1")
+        require(is_device(self.rds_device), "rds_device", f"must be cpu, cuda, cuda:N or auto, got {self.rds_device!r}")
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     """Influence Distillation (stages embed, landmarks, distill; DESIGN §6): JVP embeddings of every row, exact
     influence of a few landmark rows, kernel ridge propagation to the rest, top-k by the propagated influence."""

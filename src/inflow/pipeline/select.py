@@ -1,5 +1,5 @@
-"""Selection steps: ``less`` (score the pool against each target task's subtasks, pick k rows by
-``select.subtask_rule``) and ``baselines`` (random subset of the same size, full pool)."""
+"""The ``less`` selection step: score the pool against each target task's subtasks, pick k rows by
+``select.subtask_rule`` (the baselines: :mod:`inflow.pipeline.baselines`)."""
 
 from __future__ import annotations
 
@@ -17,15 +17,7 @@ from inflow.devices import resolve_device
 from inflow.methods.less import checkpoint_weights, less_scores, subtask_means
 from inflow.paths import POOL_SPLIT, selection_dir, store_path
 from inflow.pipeline.feature_jobs import checkpoints_for
-from inflow.selection import (
-    full_selection,
-    random_selection,
-    round_robin,
-    selection_size,
-    top_k,
-    write_selection,
-)
-from inflow.selection.outputs import ALL_TARGETS
+from inflow.selection import select_by_rule, selection_size, write_selection
 from inflow.store import GradientStore
 from inflow.store.attrs import require_pairing
 from inflow.training.checkpoint import checkpoint_mean_lr
@@ -59,10 +51,7 @@ def run_less(select: SelectConfig, features: FeaturesConfig, data: DataConfig, w
     ids = train[0].example_ids()
     pool = load_pool(data.pool)
     k = selection_size(len(pool), select)
-    if select.subtask_rule == "max":
-        tables = {name: top_k(ids, s, k) for name, s in scores.items()}
-    else:
-        tables = {name: round_robin(ids, s, k) for name, s in per_subtask.items()}
+    tables = {name: select_by_rule(ids, s, k, select.subtask_rule) for name, s in per_subtask.items()}
     write_selection(tables, pool, out_dir, "less", selector)
     columns = {f"score_{t}": s for t, s in scores.items()}
     for t, task_scores in per_subtask.items():
@@ -71,21 +60,4 @@ def run_less(select: SelectConfig, features: FeaturesConfig, data: DataConfig, w
     manifest = {"k": k, "checkpoints": [c.name for c in checkpoints], "weights": weights.tolist(),
                 "targets": list(scores), "subtask_rule": select.subtask_rule, "subtasks": subtask_names}
     (out_dir / "less.json").write_text(json.dumps(manifest, indent=2))
-    return manifest
-
-
-def run_baselines(select: SelectConfig, data: DataConfig, coreset: SelectConfig | None = None) -> dict:
-    """Random (same k as every method) and full-pool selections, each serving all targets; with ``coreset``
-    (In2Core's budget, ``in2core.fraction``/``count``) also ``random_in2core``, random rows at that budget."""
-    pool = load_pool(data.pool)
-    ids = pool["example_id"].to_list()
-    k = selection_size(len(pool), select)
-    write_selection({ALL_TARGETS: random_selection(ids, k, select.seed)}, pool, selection_dir("random"),
-                    "random", "none")
-    write_selection({ALL_TARGETS: full_selection(ids)}, pool, selection_dir("full"), "full", "none")
-    manifest = {"k": k, "pool": len(pool)}
-    if coreset is not None:
-        manifest["k_in2core"] = selection_size(len(pool), coreset)
-        write_selection({ALL_TARGETS: random_selection(ids, manifest["k_in2core"], select.seed)}, pool,
-                        selection_dir("random_in2core"), "random_in2core", "none")
     return manifest

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-METRICS = ("test_loss", "exact_match", "selection_size", "in_family_share", "harmful_share")
+METRICS = ("test_loss", "exact_match", "selection_size", "in_family_share", "decoy_share", "harmful_share")
 SEED_KEYS = ("benchmark.seed", "warmup.seed", "select.seed", "finetune.seed", "distill.seed")
 
 
@@ -69,13 +69,13 @@ def _beats_random(summary: Mapping, target: str, method: str) -> bool:
 
 def format_markdown(rows: Sequence[Mapping], n_seeds: int) -> str:
     """A markdown table of aggregated rows: mean ± std of each metric, and each targeted method's wins over random."""
-    header = ["target", "method", "test loss", "exact match", "k", "in-family share", "harmful share",
+    header = ["target", "method", "test loss", "exact match", "k", "in-family share", "decoy share", "harmful share",
               "< random (loss)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["target"], row["method"]]
         for metric, digits in (("test_loss", 4), ("exact_match", 3), ("selection_size", 0), ("in_family_share", 3),
-                               ("harmful_share", 3)):
+                               ("decoy_share", 3), ("harmful_share", 3)):
             mean = row.get(f"{metric}_mean")
             cells.append("" if mean is None else f"{mean:.{digits}f} ± {row[f'{metric}_std']:.{digits}f}")
         cells.append(f"{row['beats_random']}/{n_seeds}" if "beats_random" in row else "")

@@ -70,3 +70,13 @@ def round_robin(example_ids: Sequence[str], scores: np.ndarray, k: int) -> pl.Da
     return pl.DataFrame({"example_id": [example_ids[i] for i in picked],
                          "score": scores[picked].max(axis=1),
                          "rank": np.arange(1, len(picked) + 1)})
+
+
+def select_by_rule(example_ids: Sequence[str], per_subtask: np.ndarray, k: int, rule: str) -> pl.DataFrame:
+    """k rows from per-subtask scores ``[n, S]`` under ``select.subtask_rule``: ``round_robin`` (each subtask in
+    turn takes its best row left) or ``max`` (LESS's paper: the top k of the max over subtasks)."""
+    if rule == "max":
+        return top_k(example_ids, np.asarray(per_subtask, dtype=np.float64).max(axis=1), k)
+    if rule == "round_robin":
+        return round_robin(example_ids, per_subtask, k)
+    raise ValueError(f"unknown subtask rule {rule!r}; use round_robin or max")
