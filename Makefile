@@ -34,6 +34,9 @@ test: install
 test-fast: install
 	python -m pytest -q -m "not slow and not integration"
 
-# Multi-seed table for docs/results.md (see README).
+# The method comparison (README "Comparing methods"): every method x target x 3 seeds at select.fraction, LESS's
+# paper rule and the LESS-T transfer check; reports/compare/report.{md,html}. A budget sweep:
+# make results BUDGETS="0.01 0.05 0.1 0.25 0.5"
+BUDGETS ?=
 results: install
-	python -m flows.server -- python -m flows.seeds --seeds 0 1 2 --out docs/results.md
+	python -m flows.server -- python -m flows.compare --seeds 0 1 2 $(if $(BUDGETS),--budgets $(BUDGETS))

@@ -51,6 +51,16 @@ def test_params_yaml_loads_and_lists_every_key() -> None:
     assert isinstance(params, Params)
 
 
+def test_every_stage_records_its_wall_time_as_a_metric() -> None:
+    # flows.common.cli writes timings/<stage>.json after every stage run; dvc.yaml must declare it (uncached, so
+    # DVC's run cache restores it with the outputs it belongs to)
+    for name, body, items in _stage_entries():
+        declared = {next(iter(m)) if isinstance(m, dict) else m: m for m in body.get("metrics", [])}
+        expected = f"timings/{name}@${{item}}.json" if items != [""] else f"timings/{name}.json"
+        assert expected in declared, f"stage {name}: metrics must list {expected}"
+        assert declared[expected][expected] == {"cache": False}, f"stage {name}: {expected} needs cache: false"
+
+
 def test_dvc_params_keys_exist() -> None:
     written = yaml.safe_load((ROOT / "params.yaml").read_text())
     checked = 0

@@ -45,6 +45,9 @@ def test_benchmark_pool_gets_composition_and_no_note(tmp_path: Path) -> None:
     gsm, qa = summary["rows"]
     assert (gsm["target"], gsm["test_loss"], gsm["selection_size"]) == ("gsm", 1.5, 2)
     assert gsm["in_family_share"] == 1.0 and gsm["harmful_share"] == 0.5 and qa["decoy_share"] == 0.5
+    assert gsm["in_family_harmful_share"] == 0.5 and gsm["other_share"] == 0.0 and gsm["family_harmful_rate"] == 0.5
+    assert qa["in_family_share"] == 0.5 and qa["other_share"] == 0.0 and qa["family_harmful_rate"] == 0.0
+    assert gsm["pool_size"] == 4
 
 
 def test_pool_without_ground_truth_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture,
@@ -54,7 +57,7 @@ def test_pool_without_ground_truth_says_so(tmp_path: Path, caplog: pytest.LogCap
         summary = summarize(["less"], *_project(tmp_path, pool), pool)
     assert len(summary["notes"]) == 1
     note = summary["notes"][0]
-    assert "no selection composition (in_family_share, decoy_share, harmful_share)" in note
+    assert "no selection composition (in_family_share, in_family_harmful_share, other_share, decoy_share" in note
     assert "no ground-truth column(s) family, kind, harmful" in note
     assert note in caplog.text
     assert all(not set(COMPOSITION) & set(row) for row in summary["rows"])

@@ -23,7 +23,8 @@ from inflow.selection.outputs import ALL_TARGETS
 log = logging.getLogger(__name__)
 
 GROUND_TRUTH = ("family", "kind", "harmful")
-COMPOSITION = ("in_family_share", "decoy_share", "harmful_share")
+COMPOSITION = ("in_family_share", "in_family_harmful_share", "other_share", "decoy_share", "harmful_share",
+               "family_harmful_rate")
 
 
 def ground_truth_note(pool: pl.DataFrame) -> str | None:
@@ -36,16 +37,25 @@ def ground_truth_note(pool: pl.DataFrame) -> str | None:
 
 
 def composition(selected: pl.DataFrame, pool: pl.DataFrame, target: str) -> dict:
-    """Ground-truth make-up of a selection (benchmark pools only): shares of in-family, decoy, harmful rows."""
+    """Ground-truth make-up of a selection (benchmark pools only), shares of its rows: the target's own family
+    (``in_family_share``, its precision; of which wrong-answer rows: ``in_family_harmful_share``), other skills
+    (``other_share``: other families and distractors), lexical decoys, harmful rows of any family; and the family's
+    own harmful rate in the pool (``family_harmful_rate``), what an indifferent selection would keep."""
     if not all(c in pool.columns for c in GROUND_TRUTH):
         return {}
     rows = selected.join(pool.select("example_id", *GROUND_TRUTH), on="example_id", how="left")
     n = max(1, len(rows))
-    in_family = rows.filter((pl.col("family") == target) & (pl.col("kind") == "target"))
+    own = (pl.col("family") == target) & (pl.col("kind") == "target")
+    in_family = rows.filter(own)
+    decoys = rows.filter(pl.col("kind") == "decoy")
+    family = pool.filter(own)
     return {
         "in_family_share": len(in_family) / n,
-        "decoy_share": len(rows.filter(pl.col("kind") == "decoy")) / n,
+        "in_family_harmful_share": len(in_family.filter(pl.col("harmful"))) / n,
+        "other_share": (len(rows) - len(in_family) - len(decoys)) / n,
+        "decoy_share": len(decoys) / n,
         "harmful_share": len(rows.filter(pl.col("harmful"))) / n,
+        "family_harmful_rate": len(family.filter(pl.col("harmful"))) / max(1, len(family)),
     }
 
 
@@ -67,7 +77,7 @@ def build_summary(methods: Sequence[str], metrics_dir: Path, selections_dir: Pat
                     continue
                 selected = table.filter(pl.col("target") == model_target)
                 rows.append({"target": task, "method": method, "test_loss": m["loss"],
-                             "exact_match": m["exact_match"], "selection_size": len(selected),
+                             "exact_match": m["exact_match"], "selection_size": len(selected), "pool_size": len(pool),
                              **composition(selected, pool, task)})
     return sorted(rows, key=lambda r: (r["target"], r["method"]))
 
