@@ -24,9 +24,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# `inflow run`: dvc repro of every stage with one Prefect server for the whole run, then the report's table
 run: install
-	python -m flows.server -- dvc repro
-	python -m inflow.report.summary reports/summary.json
+	inflow run
 
 test: install
 	python -m pytest -q

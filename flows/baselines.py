@@ -3,11 +3,12 @@ selections."""
 
 from prefect import flow
 
-from flows.common import cli, load
+from flows.common import cli, load, summarised
 from tasks.stages import baseline_select
 
 
 @flow(name="baselines", description="Random and full-pool baseline selections.")
+@summarised
 def baselines(params_path: str = "params.yaml") -> dict:
     return baseline_select(load(params_path))
 

@@ -33,9 +33,9 @@ from inflow.config import params_to_dict
 from inflow.data.pool import load_pool
 from inflow.report.seeds import apply_overrides, seed_overrides
 from inflow.report.summary import build_summary
+from inflow.selection.outputs import METHODS
 
 PROJECT_FILES = ("src", "flows", "tasks", "dvc.yaml", ".dvcignore")
-METHODS = ("less", "distill", "in2core", "bm25", "rds", "random", "random_in2core", "full")
 BUDGETED = ("less", "distill", "bm25", "rds", "random")  # their budget is select.fraction
 RULED = ("less", "bm25", "rds")  # they share rows between subtasks by select.subtask_rule
 # the stages whose wall time is a method's selection cost (shared ones, e.g. warmup, count for every method)

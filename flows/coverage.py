@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import cli, load
+from flows.common import cli, load, summarised
 from inflow.data.targets import validate_targets
 from tasks.stages import coverage_report
 
 
 @flow(name="coverage", description="In2Core coverage of every test point by the pool, with plots.")
+@summarised
 def coverage(params_path: str = "params.yaml") -> dict:
     params = load(params_path)
     validate_targets(params.data)

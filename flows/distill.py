@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import cli, load
+from flows.common import cli, load, summarised
 from inflow.data.targets import validate_targets
 from tasks.stages import distill_select
 
 
 @flow(name="distill", description="Influence Distillation: kernel ridge propagation from landmarks, top-k selection.")
+@summarised
 def distill(params_path: str = "params.yaml") -> dict:
     params = load(params_path)
     validate_targets(params.data)

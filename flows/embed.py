@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import cli, load
+from flows.common import cli, load, summarised
 from flows.features import extract_stores, feature_task_runner
 from inflow import paths
 from inflow.data.targets import validate_targets
@@ -14,6 +14,7 @@ from inflow.pipeline.stores import remove_stale_stores
 
 
 @flow(name="embed", description="JVP embeddings of every row (Influence Distillation) into chunked Zarr stores.")
+@summarised
 def embed(params_path: str = "params.yaml", split: str = "pool") -> list[dict]:
     params = load(params_path)
     validate_targets(params.data)

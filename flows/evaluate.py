@@ -5,13 +5,14 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.common import cli, load
+from flows.common import cli, load, summarised
 from inflow import paths
 from inflow.data.targets import validate_targets
 from tasks.stages import evaluate_model
 
 
 @flow(name="evaluate", description="Test loss and exact match of a method's fine-tuned models.")
+@summarised
 def evaluate(params_path: str = "params.yaml", method: str = "less") -> dict:
     params = load(params_path)
     validate_targets(params.data)  # every task readable and with a test split, before any model loads

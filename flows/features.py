@@ -16,7 +16,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
 import tasks
-from flows.common import cli, load
+from flows.common import cli, load, summarised
 from inflow import paths
 from inflow.config import FeaturesConfig
 from inflow.data.targets import validate_targets
@@ -59,6 +59,7 @@ def extract_stores(jobs: list) -> list[dict]:  # FeatureJob or EmbedJob (any Sto
 
 
 @flow(name="features", description="Per-example LoRA gradient features into chunked Zarr stores.")
+@summarised
 def features(params_path: str = "params.yaml", split: str = "pool") -> list[dict]:
     params = load(params_path)
     validate_targets(params.data)  # every target task's splits, before the first expensive stage extracts anything

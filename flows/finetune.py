@@ -4,12 +4,13 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.common import cli, load
+from flows.common import cli, load, summarised
 from inflow import paths
 from tasks.stages import finetune_target
 
 
 @flow(name="finetune", description="Fine-tune the target model on a method's selections.")
+@summarised
 def finetune(params_path: str = "params.yaml", method: str = "less") -> list[str]:
     params = load(params_path)
     selections = sorted(Path(paths.selection_dir(method)).glob("*.jsonl"))

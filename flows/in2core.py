@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import cli, load
+from flows.common import cli, load, summarised
 from inflow.data.targets import validate_targets
 from tasks.stages import in2core_select
 
 
 @flow(name="in2core", description="In2Core: influence-function coresets (DataInf, reduced layers).")
+@summarised
 def in2core(params_path: str = "params.yaml") -> dict:
     params = load(params_path)
     validate_targets(params.data)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import cli, load
+from flows.common import cli, load, summarised
 from flows.features import extract_stores, feature_task_runner
 from inflow import paths
 from inflow.data.targets import validate_targets
@@ -16,6 +16,7 @@ from tasks.stages import in2core_train
 
 @flow(name="in2core_grads", description="In2Core: the pool-trained (or warmup) model's per-example gradients of "
                                         "the pool and of the target tasks' validation and test rows.")
+@summarised
 def in2core_grads(params_path: str = "params.yaml") -> list[dict]:
     params = load(params_path)
     validate_targets(params.data)

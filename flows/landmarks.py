@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.common import cli, load
+from flows.common import cli, load, summarised
 from flows.features import extract_stores, feature_task_runner
 from inflow import paths
 from inflow.pipeline.distill import LANDMARKS_FILE, landmark_stores, write_landmarks
@@ -15,6 +15,7 @@ from inflow.pipeline.distill_second import write_drift
 
 @flow(name="landmarks", description="Landmark rows (random or k-means++ in embedding space), their exact "
                                     "Adam-preconditioned (or plain) gradient features and target Hessian products.")
+@summarised
 def landmarks(params_path: str = "params.yaml") -> list[dict]:
     params = load(params_path)
     drawn = write_landmarks(params.distill, paths.embed_store_path(paths.POOL_SPLIT), LANDMARKS_FILE)

@@ -2,11 +2,12 @@
 
 from prefect import flow
 
-from flows.common import cli, load
+from flows.common import cli, load, summarised
 from tasks.stages import prepare_benchmark
 
 
 @flow(name="prepare", description="Generate the seeded synthetic benchmark into data/benchmark.")
+@summarised
 def prepare(params_path: str = "params.yaml") -> dict:
     return prepare_benchmark(load(params_path))
 

@@ -4,16 +4,16 @@ import json
 
 from prefect import flow, get_run_logger
 
-from flows.common import cli, load
+from flows.common import cli, load, summarised
 from inflow import paths
 from inflow.data.pool import load_pool
 from inflow.report.plots import plot_summary
 from inflow.report.summary import format_table, summarize
-
-METHODS = ("less", "distill", "in2core", "bm25", "rds", "random", "random_in2core", "full")
+from inflow.selection.outputs import METHODS
 
 
 @flow(name="report", description="Summarise every method's test metrics into reports/summary.json.")
+@summarised
 def report(params_path: str = "params.yaml") -> dict:
     params = load(params_path)
     methods = [m for m in METHODS if paths.metrics_path(m).exists()]

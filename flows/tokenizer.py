@@ -2,11 +2,12 @@
 
 from prefect import flow
 
-from flows.common import cli, load
+from flows.common import cli, load, summarised
 from tasks.stages import build_tokenizer
 
 
 @flow(name="tokenizer", description="Train the demo tokenizer into models/tokenizer.")
+@summarised
 def tokenizer(params_path: str = "params.yaml") -> dict:
     return build_tokenizer(load(params_path))
 

@@ -2,11 +2,12 @@
 
 from prefect import flow
 
-from flows.common import cli, load
+from flows.common import cli, load, summarised
 from tasks.stages import warmup_train
 
 
 @flow(name="warmup", description="LoRA warmup of the selector model on a random slice of the pool.")
+@summarised
 def warmup(params_path: str = "params.yaml") -> dict:
     return warmup_train(load(params_path))
 

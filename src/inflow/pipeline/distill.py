@@ -35,6 +35,7 @@ from inflow.config import (
 from inflow.data.pool import load_pool
 from inflow.data.targets import load_targets, target_sources
 from inflow.errors import InflowError
+from inflow.files import atomic_write_text
 from inflow.methods.distill import fit_kernel_ridge
 from inflow.methods.distill.landmarks import choose_landmarks
 from inflow.paths import (
@@ -82,7 +83,8 @@ def write_landmarks(distill: DistillConfig, embed_store: str | Path, out: str | 
     ids = store.example_ids()
     picked = choose_landmarks(store.read_all(raw=True), distill.landmarks, distill.landmark_rule, distill.seed)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps([ids[i] for i in picked]))
+    # data/distill persists (its stores grow in place): replace the file, never write through a DVC cache link
+    atomic_write_text(out, json.dumps([ids[i] for i in picked]))
     return {"landmarks": len(picked), "pool": len(ids), "rule": distill.landmark_rule}
 
 

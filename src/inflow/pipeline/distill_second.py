@@ -22,6 +22,7 @@ import torch
 
 from inflow.config import DistillConfig
 from inflow.errors import InflowError
+from inflow.files import atomic_path
 from inflow.gradients.blocks import lora_parameters
 from inflow.methods.distill import (
     KernelRidge,
@@ -67,7 +68,8 @@ def write_drift(job: FeatureJob) -> np.ndarray:
         out = ctx.sketch.project(target_hvp(ctx.model, ctx.hvp_batches, b[None]).float())[0].double().numpy()
     path = drift_path(job.hvp_task, Path(job.checkpoint).name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, out)
+    with atomic_path(path) as tmp:  # rewritten every run inside the persisted data/distill: never through a link
+        np.save(tmp, out)
     return out
 
 

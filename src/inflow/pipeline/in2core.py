@@ -39,6 +39,7 @@ from inflow.config import (
 from inflow.data.pool import load_pool
 from inflow.data.targets import load_targets, target_sources
 from inflow.errors import InflowError
+from inflow.files import atomic_write_text
 from inflow.methods.in2core import Blocks, fit_datainf, kept_blocks
 from inflow.methods.in2core.layers import layers_text
 from inflow.paths import IN2CORE, POOL_SPLIT, selection_dir
@@ -68,6 +69,8 @@ def train_pool_model(cfg: In2CoreConfig, warmup: WarmupConfig, data: DataConfig,
         if POOL_MODEL.exists():
             shutil.rmtree(POOL_MODEL)
         return {"model": "warmup"}
+    # inside the persisted data/in2core, yet link-safe: run_warmup deletes POOL_MODEL first and writes each
+    # checkpoint into a temporary directory that it renames, so no file of a DVC-linked previous run is reopened
     return run_warmup(dataclasses.replace(warmup, fraction=1.0, epochs=cfg.train_epochs), data, model_dir,
                       POOL_MODEL)
 
@@ -99,7 +102,8 @@ def in2core_jobs(cfg: In2CoreConfig, features: FeaturesConfig, sketch: SketchCon
                                             store=str(in2core_store_path(checkpoint.name, part, job.task))))
     remove_stale_stores(GRADS, jobs)
     MANIFEST.parent.mkdir(parents=True, exist_ok=True)
-    MANIFEST.write_text(json.dumps({"model": cfg.model, "checkpoint": checkpoint.name}, indent=2))
+    # data/in2core persists (its stores grow in place): replace the file, never write through a DVC cache link
+    atomic_write_text(MANIFEST, json.dumps({"model": cfg.model, "checkpoint": checkpoint.name}, indent=2))
     return jobs
 
 

@@ -16,6 +16,10 @@ from inflow.data.pool import write_pool_jsonl
 
 SELECTION_TABLE = "selection.parquet"
 ALL_TARGETS = "all"
+METHOD_STAGES = {"less": "less", "distill": "distill", "in2core": "in2core", "bm25": "bm25", "rds": "rds",
+                 "random": "baselines", "random_in2core": "baselines", "full": "baselines"}
+"""Every selection method (``data/selections/<method>/``) and the DVC stage that writes it."""
+METHODS = tuple(METHOD_STAGES)
 
 
 def write_selection(
