@@ -49,7 +49,12 @@ def test_status_lists_every_stage_and_exits_1_when_any_would_rerun(project: Path
     assert result.exit_code == 1
     lines = dict(line.split(None, 1) for line in result.output.strip().splitlines())
     assert {"prepare", "features@pool", "less", "evaluate@full", "report"} <= set(lines)
+    assert set(lines.values()) == {"never run"}  # no dvc.lock yet
+    (project / "dvc.lock").write_text("schema: '2.0'\nstages:\n  prepare:\n    cmd: python -m flows.prepare\n")
+    lines = dict(line.split(None, 1) for line in runner.invoke(app, ["status", "-p", str(project)]).output.strip()
+                 .splitlines())
     assert lines["prepare"].startswith("rerun:") and "params.yaml" in lines["prepare"]
+    assert lines["tokenizer"] == "never run"
 
 
 def test_share_without_a_remote_says_how_to_add_one_then_remote_is_configured(project: Path) -> None:

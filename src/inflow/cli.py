@@ -118,14 +118,23 @@ def status(project: ProjectOpt = None,
         typer.echo(json.dumps({"stages": {n: changed.get(n, "up to date") for n in names},
                                "remote": remote_status}, indent=2))
     else:
-        width = max(len(n) for n in names)
+        width, locked = max(len(n) for n in names), _locked_stages(root)
         for name in names:
-            state = "up to date" if name not in changed else "rerun: " + _why(changed[name])
+            state = ("up to date" if name not in changed else "never run" if name not in locked
+                     else "rerun: " + _why(changed[name]))
             typer.echo(f"{name.ljust(width)}  {state}")
         if remote_status is not None:
             typer.echo(f"remote: {remote_status}")
     if changed:
         raise typer.Exit(1)
+
+
+def _locked_stages(root: Path) -> set[str]:
+    """The stages dvc.lock records a run of."""
+    import yaml
+
+    lock = root / "dvc.lock"
+    return set(((yaml.safe_load(lock.read_text()) or {}).get("stages") or {}) if lock.exists() else ())
 
 
 def _why(changes: list) -> str:
@@ -169,7 +178,8 @@ def select(method: Annotated[str, typer.Option("--method", "-m", help=f"one of {
         raise _fail(exc) from None
     for name, rows in table.sort("target", "rank").group_by("target", maintain_order=True):
         path = root / "data" / "selections" / method / f"{name[0]}.jsonl"
-        typer.echo(f"{method} for {name[0]}: {rows.height} rows -> {path.relative_to(root)}")
+        typer.echo(f"{method} for {name[0]}: {rows.height} rows -> {path.relative_to(root)} (rank: the order "
+                   "select.subtask_rule picked them in; score: the row's best subtask score)")
         typer.echo(str(rows.head(top).select("rank", "example_id", "score")))
 
 
