@@ -6,8 +6,10 @@ bit 0 is -1. With independent fair signs, ``E[<x M, y M>] = sum_c sum_r x_r y_r 
 Cost: ``O(B * in_dim * d)`` multiply-adds, plus ``in_dim * d / 32`` hashes when the piece is not cached. The matrix
 is walked in pieces of rows (at most ``piece_bytes`` of float32 each); a piece is cached expanded (floats) while
 the cache budget allows, else *packed*, one bit per entry (``in_dim * d / 8`` bytes for the whole block), and
-expanded through a 256 x 8 lookup table just before its matrix product. Pick it for parity with LESS/TRAK features; on CPU the sparse JL and Hadamard sketches
-are one to two orders of magnitude faster.
+expanded through a 256 x 8 lookup table just before its matrix product. On a CUDA device with triton, float32 input
+goes through one fused kernel instead (:mod:`inflow.sketch.rademacher_triton`: the same signs generated in
+registers inside the matmul; no piece is materialised or cached). Pick it for parity with LESS/TRAK features; on
+CPU the sparse JL and Hadamard sketches are one to two orders of magnitude faster.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from inflow.sketch import rademacher_triton
 from inflow.sketch.cache import MIB, PieceCache
 from inflow.sketch.counter_rng import random_words_range, stream_key
 
@@ -70,6 +73,8 @@ class RademacherSketch:
     def project(self, x: Tensor) -> Tensor:
         """``x @ M``: [B, in_dim] float32/float64 -> [B, out_dim] of the same dtype, accumulated piece by piece."""
         assert x.dim() == 2 and x.shape[1] == self.in_dim
+        if x.dtype == torch.float32 and rademacher_triton.available(x):  # one fused kernel, signs in registers
+            return rademacher_triton.project(x, self.key, self.out_dim, self.scale)
         out = torch.zeros(x.shape[0], 32 * self.n_words, dtype=x.dtype, device=x.device)
         for start in range(0, self.in_dim, self.piece_rows):
             stop = min(start + self.piece_rows, self.in_dim)

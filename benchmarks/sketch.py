@@ -1,0 +1,77 @@
+"""Dense Rademacher projection: the torch path (signs regenerated with tensor ops, pieces cached) against the fused
+Triton kernel (signs generated in registers inside the matmul), side by side on one device.
+
+``--rows`` rows of ``--in-dim`` float32 features (default 256 x 1,048,576: a 1B model's LoRA r=8 gradient on q,k,v,o
+is about this wide) projected to ``--dim`` (default 8192). Each path runs ``--repeats`` times after one warm-up
+call; the median is reported with its TFLOP/s (2 * rows * in_dim * dim per call) and the fused/torch speed ratio.
+On a CPU (no triton or no CUDA) only the torch path runs and ``fused_s`` is ``n/a``. The torch path's piece cache
+is off (``PieceCache(0)``), as in a features run whose budget the block does not fit.
+
+    python benchmarks/sketch.py --device cuda            # an H200: the issue-20 figure
+    python benchmarks/sketch.py --quick                  # CPU, under a minute
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from _common import apply_threads, device_sync, machine, parser, result_line, timed
+from inflow.sketch import rademacher_triton
+from inflow.sketch.cache import PieceCache
+from inflow.sketch.rademacher import RademacherSketch
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--rows", type=int, help="rows per call (default 256; quick 32)")
+    p.add_argument("--in-dim", type=int, help="gradient width (default 1048576; quick 65536)")
+    p.add_argument("--dim", type=int, help="sketch dimension (default 8192; quick 1024)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--tf32", action="store_true", help="let the fused kernel use TF32 products (not IEEE fp32)")
+    args = p.parse_args()
+    apply_threads(args.threads)
+    rows = args.rows or (32 if args.quick else 256)
+    in_dim = args.in_dim or (65536 if args.quick else 1048576)
+    dim = args.dim or (1024 if args.quick else 8192)
+    device = torch.device(args.device)
+    sync = device_sync(device)
+    x = torch.randn(rows, in_dim, device=device)
+    sketch = RademacherSketch(seed=0, block=0, in_dim=in_dim, out_dim=dim, cache=PieceCache(0))
+    flop = 2.0 * rows * in_dim * dim
+
+    def run(fn) -> float:
+        fn()
+        sync()
+        times = []
+        for _ in range(args.repeats):
+            seconds, _ = timed(lambda: (fn(), sync()))
+            times.append(seconds)
+        return statistics.median(times)
+
+    def torch_path() -> torch.Tensor:  # the piece walk, whatever the device (the sketch itself would fuse on CUDA)
+        out = torch.zeros(rows, 32 * sketch.n_words, device=device)
+        for start in range(0, in_dim, sketch.piece_rows):
+            stop = min(start + sketch.piece_rows, in_dim)
+            out.addmm_(x[:, start:stop], sketch.matrix_rows(start, stop, x.dtype, device))
+        return out[:, :dim]
+
+    torch_s = run(torch_path)
+    figures: dict[str, object] = {"rows": rows, "in_dim": in_dim, "dim": dim, "torch_s": torch_s,
+                                  "torch_tflops": flop / torch_s / 1e12}
+    if rademacher_triton.available(x):
+        fused = lambda: rademacher_triton.project(x, sketch.key, dim, sketch.scale, ieee=not args.tf32)  # noqa: E731
+        gap = (fused() - torch_path()).abs().max().item() / torch_path().abs().max().item()
+        fused_s = run(fused)
+        figures |= {"fused_s": fused_s, "fused_tflops": flop / fused_s / 1e12, "speedup": torch_s / fused_s,
+                    "max_rel_gap": gap}
+    else:
+        figures |= {"fused_s": "n/a"}
+    print(machine())
+    print(result_line(figures))
+
+
+if __name__ == "__main__":
+    main()
