@@ -57,12 +57,16 @@ DEFAULT_SIZE = ModelSize(hidden=256, layers=4, heads=8, intermediate=688, vocab=
 QUICK_SIZE = ModelSize(hidden=128, layers=2, heads=4, intermediate=344, vocab=512)
 # Llama-3.2-1B's shape (grouped-query attention, 8 KV heads) with a 32k vocabulary: 1.0e9 parameters
 LLAMA_1B_SIZE = ModelSize(hidden=2048, layers=16, heads=32, intermediate=8192, vocab=32000, kv_heads=8)
-SIZES = {"quick": QUICK_SIZE, "default": DEFAULT_SIZE, "1b": LLAMA_1B_SIZE}
+# Llama-2-7B's shape (full multi-head attention, 11008 MLP, 32k vocabulary), LESS's selector: 6.7e9 parameters
+LLAMA2_7B_SIZE = ModelSize(hidden=4096, layers=32, heads=32, intermediate=11008, vocab=32000, kv_heads=32)
+SIZES = {"quick": QUICK_SIZE, "default": DEFAULT_SIZE, "1b": LLAMA_1B_SIZE, "7b": LLAMA2_7B_SIZE}
+ATTENTION = ("eager", "sdpa")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
-def tiny_lora_model(size: ModelSize, r: int = 8, seed: int = 0) -> torch.nn.Module:
-    """A random-init ``LlamaForCausalLM`` of ``size`` (eager attention, fp32) wrapped with LoRA on q/k/v/o.
+def tiny_lora_model(size: ModelSize, r: int = 8, seed: int = 0, attention: str = "eager") -> torch.nn.Module:
+    """A random-init ``LlamaForCausalLM`` of ``size`` (``attention``: HF's eager attention, as the figures in
+    docs/benchmarks.md were taken, or torch's SDPA, what the features stage loads; fp32) wrapped with LoRA on q/k/v/o.
 
     Half as many key/value heads as query heads (as :func:`inflow.models.factory.build_tiny_model` builds) unless
     the size says otherwise.
@@ -81,7 +85,7 @@ def tiny_lora_model(size: ModelSize, r: int = 8, seed: int = 0) -> torch.nn.Modu
                          num_hidden_layers=size.layers, num_attention_heads=size.heads,
                          num_key_value_heads=size.key_value_heads, max_position_embeddings=4096,
                          tie_word_embeddings=True, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                         attn_implementation="eager")
+                         attn_implementation=attention)
     model = apply_lora(LlamaForCausalLM(config), LoraConfig(r=r, target_modules=LORA_TARGETS))
     with torch.no_grad():
         for name, param in model.named_parameters():

@@ -18,9 +18,12 @@ batches, the methods interleaved batch by batch so that load from other processe
 are mean times per pass. The last line holds the figures.
 
 On a GPU (``--device cuda``, with ``--precision bfloat16`` as the features stage's ``features.precision``; the
-``--size 1b`` model is Llama-3.2-1B-shaped) every method runs there under the same autocast, clocks are read
-after ``torch.cuda.synchronize``, and the last line adds model TFLOP/s and their fraction of the GPU's peak
-(:func:`_common.model_flops`, :func:`_common.peak_tflops`) and peak GPU memory.
+``--size 1b`` model is Llama-3.2-1B-shaped, ``--size 7b`` Llama-2-7B-shaped) every method runs there under the same
+autocast, clocks are read after ``torch.cuda.synchronize``, and the last line adds model TFLOP/s and their
+fraction of the GPU's peak (:func:`_common.model_flops`, :func:`_common.peak_tflops`), peak GPU memory and the
+memory above the weights per padded token of the largest batch (``gpu_mib_per_token``; tokens/s on every device:
+``ours_tok_per_s``). ``--attention sdpa`` loads the model with torch's SDPA, as the features stage does
+(the default, eager, is what the figures in docs/benchmarks.md were taken with).
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from collections.abc import Callable
 
 import torch
 
-from _common import SIZES, Stopwatch, apply_threads, device_sync, machine, model_flops, parser, peak_tflops
-from _common import result_line, synthetic_examples, tiny_lora_model
+from _common import ATTENTION, SIZES, Stopwatch, apply_threads, device_sync, machine, model_flops, parser
+from _common import peak_tflops, result_line, synthetic_examples, tiny_lora_model
 from inflow.data.batching import collate, length_batches
 from inflow.devices import autocast, autocast_dtype, resolve_device
 from inflow.gradients.blocks import lora_blocks, lora_parameters
@@ -203,7 +206,10 @@ def interleaved_passes(methods: dict[str, Callable[[dict[str, torch.Tensor]], ob
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--size", choices=sorted(SIZES), help="model shape (default: default; quick with --quick)")
+    p.add_argument("--size", choices=sorted(SIZES), help="model shape (default: default; quick with --quick; "
+                   "1b: Llama-3.2-1B's, 7b: Llama-2-7B's)")
+    p.add_argument("--attention", choices=ATTENTION, default="eager",
+                   help="the model's attention: eager (as docs/benchmarks.md's figures) or sdpa (the features stage's)")
     p.add_argument("--examples", type=int, help="number of examples (default 256, quick 64)")
     p.add_argument("--min-len", type=int, help="shortest sequence (default 64, quick 32)")
     p.add_argument("--max-len", type=int, help="longest sequence (default 256, quick 128)")
@@ -229,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     repeats = args.repeats or 3
     torch.manual_seed(args.seed)
 
-    model = tiny_lora_model(size, r=args.r, seed=args.seed).to(device)
+    model = tiny_lora_model(size, r=args.r, seed=args.seed, attention=args.attention).to(device)
+    resident = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0  # weights (and LoRA)
     sizes = [b.size for b in lora_blocks(model)]
     state = fake_adam_state(sum(sizes), args.seed, device)
     rows = synthetic_examples(n, size.vocab, lo, hi, seed=args.seed)
@@ -272,10 +279,14 @@ def main(argv: list[str] | None = None) -> None:
         ours_tflops = flops / (sum(times["ours"]) / repeats) / 1e12
         figures.update({"ours_model_tflops": ours_tflops, "peak_tflops": peak,
                         "fraction_of_peak": ours_tflops / peak if peak else float("nan"),
-                        "gpu_peak_mem_gib": torch.cuda.max_memory_allocated(device) / (1 << 30)})
+                        "gpu_peak_mem_gib": torch.cuda.max_memory_allocated(device) / (1 << 30),
+                        # memory above the weights at the peak, per padded token of the largest batch
+                        "gpu_mib_per_token": (torch.cuda.max_memory_allocated(device) - resident) / (1 << 20)
+                        / max(b["input_ids"].numel() for b in batches)})
     figures.update({"sketch_kind": args.kind, "group_mib": args.group_mib, "sketch_cold_s": sketch_cold,
                     "examples": n, "tokens": tokens, "repeats": repeats, "threads": torch.get_num_threads(),
-                    "device": args.device, "precision": args.precision, "size": args.size or "", "quick": args.quick})
+                    "device": args.device, "precision": args.precision, "size": args.size or "", "quick": args.quick,
+                    "attention": args.attention})
     print(result_line(figures), flush=True)
 
 
