@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+
+from inflow.ops import ran_stages, run_dvc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,14 +42,13 @@ def write_params(repo: Path, params: dict) -> None:
 
 
 def dvc(repo: Path, *args: str) -> str:
-    """Run ``dvc args`` in ``repo`` (this interpreter's environment); its output, or a failed assertion with it."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "PREFECT_HOME": str(repo / ".prefect")}
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result.stdout + result.stderr
+    """Run ``dvc args`` in ``repo`` (:func:`inflow.ops.run_dvc`: this interpreter's environment); its output, or a
+    failed assertion with it."""
+    result = run_dvc(repo, *args, env={"PREFECT_HOME": str(repo / ".prefect")})
+    assert result.ok, f"dvc {' '.join(args)} failed:\n{result.output[-8000:]}"
+    return result.output
 
 
 def ran(output: str) -> set[str]:
     """The stages a ``dvc repro`` output says it ran."""
-    return set(re.findall(r"Running stage '([^']+)'", output))
+    return set(ran_stages(output))
