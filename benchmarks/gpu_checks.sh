@@ -2,10 +2,11 @@
 # The GPU checks of issue 20 as one prepared script, for a session lent a GPU machine (device tool `run`).
 # The image has torch, transformers and peft, not zarr or polars: carry their wheels as the device README says
 # (`.whl/`, python 3.12 manylinux x86-64: zarr, numcodecs, donfig, crc32c, polars, polars-runtime-32, pyarrow if
-# needed) and start the command with its pip --target /tmp/site line. Figures go to $OUT (docs/benchmarks.md).
+# needed) and start the command with its `pip install --target <a temporary dir>` line. Figures go to $OUT
+# (set by the device tool; a fresh temporary directory otherwise), then into docs/benchmarks.md.
 set -uo pipefail
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD/src" PYTHONUNBUFFERED=1
-OUT="${OUT:-/tmp/gpu_out}"; mkdir -p "$OUT"
+OUT="${OUT:-$(mktemp -d)}"; mkdir -p "$OUT"; echo "figures in $OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 # 1. CUDA tests: the fused kernel against the CPU path (float32 and bfloat16), device invariance of the sketches
 python3 -m pytest -q tests/sketch/test_rademacher_triton.py tests/sketch/test_sketch_invariance.py 2>&1 | tee "$OUT/tests.txt"

@@ -21,8 +21,6 @@ S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "test
 @contextmanager
 def moto_s3(bucket: str, log_path: Path, timeout: float = 60.0) -> Iterator[str]:
     """An S3-compatible server holding an empty ``bucket``; yields its endpoint URL, stops it on exit."""
-    import boto3
-
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     with open(log_path, "w") as log:
@@ -38,9 +36,7 @@ def moto_s3(bucket: str, log_path: Path, timeout: float = 60.0) -> Iterator[str]
             except OSError:
                 assert time.monotonic() < deadline, f"moto did not answer within {timeout} s"
                 time.sleep(0.3)
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                              aws_secret_access_key="testing", region_name="us-east-1")
-        client.create_bucket(Bucket=bucket)
+        _client(endpoint).create_bucket(Bucket=bucket)
         yield endpoint
     finally:
         server.terminate()
@@ -49,9 +45,14 @@ def moto_s3(bucket: str, log_path: Path, timeout: float = 60.0) -> Iterator[str]
 
 def s3_object_count(endpoint: str, bucket: str) -> int:
     """How many objects ``bucket`` holds (what a push stored)."""
+    pages = _client(endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return sum(page.get("KeyCount", 0) for page in pages)
+
+
+def _client(endpoint: str):
+    """A boto3 S3 client of the moto server at ``endpoint``."""
     import boto3
 
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                          aws_secret_access_key="testing", region_name="us-east-1")
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    return sum(page.get("KeyCount", 0) for page in pages)
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                        region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"])
