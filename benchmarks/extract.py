@@ -24,23 +24,34 @@ fraction of the GPU's peak (:func:`_common.model_flops`, :func:`_common.peak_tfl
 memory above the weights per padded token of the largest batch (``gpu_mib_per_token``; tokens/s on every device:
 ``ours_tok_per_s``). ``--attention sdpa`` loads the model with torch's SDPA, as the features stage does
 (the default, eager, is what the figures in docs/benchmarks.md were taken with).
+
+``--defaults`` runs instead exactly what the features stage runs with ``features.device: auto`` and every other
+features setting at its default: :func:`inflow.pipeline.features.featurize` over all examples as one chunk, with
+SDPA attention, ``precision: auto``, ``batch_tokens`` from :func:`inflow.devices.default_batch_tokens`, on a CPU one
+batch per core at one intra-op thread (``threads: 0``), sketch groups of 256 MiB; against the LESS-style loop at
+every core. Passes alternate (ours, loop, ours, ...); the last line adds ``batch_tokens`` and ``workers``.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import torch
 
 from _common import ATTENTION, SIZES, Stopwatch, apply_threads, device_sync, machine, model_flops, parser
 from _common import peak_tflops, result_line, synthetic_examples, tiny_lora_model
-from inflow.data.batching import collate, length_batches
-from inflow.devices import autocast, autocast_dtype, resolve_device
+from inflow.data.batching import bucket_width, collate, length_batches, token_batches
+from inflow.devices import autocast, autocast_dtype, default_batch_tokens, resolve_device, resolve_precision
 from inflow.gradients.blocks import lora_blocks, lora_parameters
 from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import answer_positions, example_losses, per_example_grads
+from inflow.parallel import resolve_threads
+from inflow.pipeline.features import featurize
+from inflow.pipeline.stores import torch_threads
 from inflow.sketch import BlockSketch
 from inflow.sketch.block import allocate_dims
 from inflow.sketch.cache import MIB
@@ -225,7 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", default="float32", choices=PRECISIONS,
                    help="autocast of the forward/backward (features.precision)")
     p.add_argument("--peak-tflops", type=float, help="the GPU's peak TFLOP/s at --precision (default: looked up)")
+    p.add_argument("--defaults", action="store_true",
+                   help="what the features stage runs with features.device auto (--device auto, default settings)")
     args = p.parse_args(argv)
+    if args.defaults:
+        return run_defaults(args)
     apply_threads(args.threads)
     device = resolve_device(args.device, "--device")
     amp = autocast_dtype(args.precision, device)
@@ -287,6 +302,75 @@ def main(argv: list[str] | None = None) -> None:
                     "examples": n, "tokens": tokens, "repeats": repeats, "threads": torch.get_num_threads(),
                     "device": args.device, "precision": args.precision, "size": args.size or "", "quick": args.quick,
                     "attention": args.attention})
+    print(result_line(figures), flush=True)
+
+
+def run_defaults(args: argparse.Namespace) -> None:
+    """``--defaults``: the features stage's own extraction at its defaults against the LESS-style loop."""
+    device = resolve_device("auto" if args.device == "cpu" else args.device, "--device")
+    precision = resolve_precision("auto", device)
+    amp = autocast_dtype(precision, device)
+    size = SIZES[args.size or ("quick" if args.quick else "default")]
+    n = args.examples or (64 if args.quick else 256)
+    lo, hi = args.min_len or (32 if args.quick else 64), args.max_len or (128 if args.quick else 256)
+    repeats = args.repeats or 3
+    model = tiny_lora_model(size, r=args.r, seed=args.seed, attention="sdpa").to(device)
+    resident = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    sizes = [b.size for b in lora_blocks(model)]
+    exp_avg, exp_avg_sq = fake_adam_state(sum(sizes), args.seed, device)
+    rows = synthetic_examples(n, size.vocab, lo, hi, seed=args.seed)
+    batch_tokens = default_batch_tokens(model.config, device)
+    workers = resolve_threads(0) if device.type == "cpu" else 1
+    ctx = SimpleNamespace(model=model, pad_id=0, device=device, autocast=amp, preconditioner=None, hvp_batches=[],
+                          adam=SimpleNamespace(exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, beta1=BETA1, beta2=BETA2,
+                                               eps=EPS),
+                          sketch=BlockSketch(args.kind, args.seed, sizes, args.sketch_dim, device))
+    shapes = [(len(b), bucket_width(len(rows[b[0]]))) for b in token_batches([len(r) for r in rows], batch_tokens)]
+    tokens = sum(len(r) for r in rows)
+    print(f"model {size}, LoRA r={args.r} on q/k/v/o: D={sum(sizes)}; {n} examples, {tokens} tokens "
+          f"({sum(b * t for b, t in shapes)} padded) in {len(shapes)} batches of <= {batch_tokens} tokens; "
+          f"{device} {precision} sdpa, {workers} batch threads; sketch {args.kind} dim {args.sketch_dim}; {machine()}",
+          flush=True)
+    sync = device_sync(device)
+    loop = LessLoop(model, sizes, args.sketch_dim, args.seed, (exp_avg, exp_avg_sq), amp)
+    loop_batches = [{k: v.to(device) for k, v in collate([rows[i] for i in idx], pad_id=0).items()}
+                    for idx in length_batches([len(r) for r in rows], args.batch_size)]
+
+    def ours() -> None:
+        with torch_threads(1 if device.type == "cpu" else 0):
+            featurize(ctx, rows, batch_tokens, True, 256 * MIB, workers)
+
+    def less_loop() -> None:
+        with torch_threads(resolve_threads(0) if device.type == "cpu" else 0):
+            for batch in loop_batches:
+                loop(batch)
+
+    ours(), less_loop()  # warm-up, untimed
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times: dict[str, list[float]] = {"ours": [], "less_loop": []}
+    for rep in range(repeats):
+        for name, run in (("ours", ours), ("less_loop", less_loop))[:: 1 if rep % 2 == 0 else -1]:
+            sync()
+            start = time.perf_counter()
+            run()
+            sync()
+            times[name].append(time.perf_counter() - start)
+        print(f"  pass {rep + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
+    ours_s, loop_s = (sum(times[k]) / repeats for k in ("ours", "less_loop"))
+    figures: dict[str, object] = {"ours_s": ours_s, "less_loop_s": loop_s, "speedup_vs_less_loop": loop_s / ours_s,
+                                  "ours_ex_per_s": n / ours_s, "ours_tok_per_s": tokens / ours_s}
+    if device.type == "cuda":
+        flops = model_flops(size, shapes)
+        peak = args.peak_tflops or peak_tflops(torch.cuda.get_device_name(device), precision)
+        figures.update({"ours_model_tflops": flops / ours_s / 1e12, "peak_tflops": peak,
+                        "fraction_of_peak": flops / ours_s / 1e12 / peak if peak else float("nan"),
+                        "gpu_peak_mem_gib": torch.cuda.max_memory_allocated(device) / (1 << 30),
+                        "gpu_mib_per_token": (torch.cuda.max_memory_allocated(device) - resident) / (1 << 20)
+                        / max(b * t for b, t in shapes)})
+    figures.update({"defaults": True, "batch_tokens": batch_tokens, "workers": workers, "sketch_kind": args.kind,
+                    "examples": n, "tokens": tokens, "repeats": repeats, "device": str(device),
+                    "precision": precision, "size": args.size or "", "quick": args.quick, "attention": "sdpa"})
     print(result_line(figures), flush=True)
 
 

@@ -21,3 +21,11 @@ done
 # 4. extraction, 7B shape (Llama-2-7B, LoRA r 8 on q,k,v,o), 2048-token rows: does it fit, at what fraction of peak
 python3 benchmarks/extract.py --device cuda --precision bfloat16 --size 7b --min-len 2048 --max-len 2048 \
   --examples 32 --batch-size 4 --attention sdpa --repeats 1 2>&1 | tail -3 | tee "$OUT/extract_7b.txt"
+# 5. the features stage's own path at its defaults (features.device: auto): token batches, precision auto, SDPA,
+#    fused sketch; every sketch kind at 1B (the sketch's share is the difference between kinds), then 7B at 2048
+for kind in rademacher sparse_jl hadamard; do
+  python3 benchmarks/extract.py --defaults --device cuda --size 1b --min-len 128 --max-len 512 --kind "$kind" \
+    --repeats 2 2>&1 | tail -3 | tee -a "$OUT/defaults_1b.txt"
+done
+python3 benchmarks/extract.py --defaults --device cuda --size 7b --min-len 2048 --max-len 2048 --examples 32 \
+  --repeats 1 2>&1 | tail -3 | tee "$OUT/defaults_7b.txt"

@@ -20,6 +20,7 @@ from flows.common import cli, load, summarised
 from inflow import paths
 from inflow.config import FeaturesConfig
 from inflow.data.targets import validate_targets
+from inflow.parallel import CORES_ENV, available_cores
 from inflow.pipeline.features import job_summary, plan_jobs, remove_stale_stores
 from inflow.store import GradientStore
 from tasks.features import extract_feature_chunk, open_feature_store
@@ -38,9 +39,10 @@ def feature_task_runner(cfg: FeaturesConfig) -> TaskRunner:
     # worker processes import `tasks` (the repo root, not an installed package) and `inflow`
     root = str(Path(tasks.__file__).resolve().parents[1])
     pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    share = str(max(1, available_cores() // cfg.workers))  # each process's share of the cores (threads: 0)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                           cluster_kwargs={"n_workers": cfg.workers, "processes": True, "threads_per_worker": 1,
-                                          "env": {"PYTHONPATH": pythonpath}})
+                                          "env": {"PYTHONPATH": pythonpath, CORES_ENV: share}})
 
 
 @flow(name="features-extract", description="Open every store here, then extract their chunks on the task runner.")

@@ -17,8 +17,42 @@ def resolve_device(device: str, key: str = "features.device") -> torch.device:
     return torch.device(device)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """A precision setting as a concrete one: ``auto`` is bfloat16 on a GPU that has it, else float32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bfloat16"
+    return "float32"
+
+
+CPU_BATCH_TOKENS = 1024  # per batch; a CPU runs one batch per core at once, so this is per core
+
+
+def default_batch_tokens(config: object, device: torch.device, free_bytes: int | None = None) -> int:
+    """A token budget per gradient batch for a model of this ``config`` (a transformers config) on ``device``.
+
+    CPU: :data:`CPU_BATCH_TOKENS`. GPU: 60% of the free memory (``free_bytes``; default: what CUDA reports)
+    over an estimate of the bytes a token holds through a per-example gradient pass, ``64 * layers * hidden``
+    (the activations the backward keeps, in 16-bit, with room for the per-layer gradient products) plus
+    ``8 * vocab`` (float32 logits and their gradient at answer positions), rounded down to a multiple of 256,
+    at least 256. An estimate: set ``features.batch_tokens`` when a batch runs out of memory (lower) or the GPU
+    idles (higher); ``benchmarks/extract.py --defaults`` shows what these defaults reach.
+    """
+    if device.type != "cuda":
+        return CPU_BATCH_TOKENS
+    if free_bytes is None:
+        free_bytes, _total = torch.cuda.mem_get_info(device)
+    layers = int(getattr(config, "num_hidden_layers", 1))
+    hidden = int(getattr(config, "hidden_size", 1))
+    vocab = int(getattr(config, "vocab_size", 0))
+    per_token = 64 * layers * hidden + 8 * vocab
+    return max(256, int(0.6 * free_bytes / per_token) // 256 * 256)
+
+
 def autocast_dtype(precision: str, device: torch.device, key: str = "features.precision") -> torch.dtype | None:
     """The autocast dtype for a precision setting (``key``; None: float32, no autocast) on ``device``."""
+    precision = resolve_precision(precision, device)
     if precision == "float32":
         return None
     if precision == "float16" and device.type != "cuda":

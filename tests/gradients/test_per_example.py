@@ -249,3 +249,21 @@ def test_concurrent_calls_on_one_model_match_sequential_calls() -> None:
         concurrent = list(pool.map(lambda b: per_example_grads(model, b)[0], batches))
     for seq, conc in zip(sequential, concurrent):
         assert torch.equal(seq, conc)
+
+
+def test_concurrent_calls_on_one_model_give_the_serial_bits_and_restore_train_mode() -> None:
+    """Several threads extract from one model at once (a CPU runs one batch per core): each call's hooks see only
+    its own forward, the bits equal serial calls, and eval mode is held until the last call ends."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from inflow.pipeline.stores import torch_threads
+
+    model = tiny_lora(dtype=torch.float32, targets=ALL)
+    model.train()
+    batches = [make_batch(LENGTHS, width=16, seed=seed) for seed in range(8)]
+    with torch_threads(1):
+        serial = [per_example_grads(model, batch)[0] for batch in batches]
+        with ThreadPoolExecutor(4) as pool:
+            concurrent = list(pool.map(lambda batch: per_example_grads(model, batch)[0], batches))
+    assert all(torch.equal(a, b) for a, b in zip(serial, concurrent))
+    assert model.training and all(m.training for m in model.modules())  # restored by the last call

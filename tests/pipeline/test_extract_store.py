@@ -34,7 +34,7 @@ def test_job_json_round_trip(tmp_path: Path) -> None:
     assert FeatureJob.from_json(job.to_json()) == job
     data = json.loads(job.to_json())
     del data["threads"]
-    assert FeatureJob.from_json(json.dumps(data)).threads == 1  # optional, like its default
+    assert FeatureJob.from_json(json.dumps(data)).threads == 0  # optional, like its default (every core)
     with pytest.raises(ValueError, match="a feature job needs the keys"):
         FeatureJob.from_json(json.dumps({**data, "colour": "red"}))
     bad = tmp_path / "bad.json"

@@ -186,21 +186,26 @@ class FeaturesConfig:
     # the model the checkpoints were trained from; empty: the selector model for the warmup stage's run, else the
     # base_model_name_or_path in the checkpoints' adapter_config.json
     base_model: str = ""
-    batch_size: int = 16
+    batch_size: int = 16  # rows per batch of the JVP embeddings and of the Hessian's target rows
+    # padded tokens per gradient batch (rows of one bucket width, so a batch of short rows is wide); 0: the device's
+    # default (CPU 1024 per thread; GPU from its free memory and the model's shape: inflow.devices.default_batch_tokens)
+    batch_tokens: int = 0
     chunk_rows: int = 1024  # rows per store chunk (the unit of fan-out, resume and integrity)
     dtype: Literal["float16", "float32"] = "float16"
     adam_eps_inside_sqrt: bool = True  # LESS parity: m'/sqrt(v'+eps); false: m'/(sqrt(v')+eps)
-    # torch intra-op threads per extracting process. CPU features are bit-identical between runs (resumed,
-    # grown, spread over workers) only at the same value; 0: torch's default (every core of the machine)
-    threads: int = 1
+    # CPU threads per extracting process; 0: every core the process is given. Gradient batches run one per thread
+    # at one torch intra-op thread each, so their bits do not depend on it; the JVP embeddings use it as torch's
+    # intra-op thread count (0: one; bit-identical between runs at the same count, which their stores record)
+    threads: int = 0
     # where chunks are extracted: '' threads of the flow process; 'local' a Dask LocalCluster of `workers`
     # processes; else the address of a running Dask scheduler (tcp://host:8786) whose workers share the store
     dask_address: str = ""
     workers: int = 2  # chunk-extraction threads ('') or worker processes ('local'); the cluster decides otherwise
     # where the forward/backward runs: cpu, cuda, cuda:N, or auto (cuda when a GPU is visible, else cpu)
     device: str = "cpu"
-    # autocast dtype of the forward/backward: float32 (none), bfloat16 or float16 (GPU); the store records it
-    precision: Literal["float32", "bfloat16", "float16"] = "float32"
+    # autocast dtype of the forward/backward: float32 (none), bfloat16, float16 (GPU), or auto (bfloat16 on a GPU
+    # that has it, else float32); the store records the dtype used
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # MiB of unprojected features gathered (within a chunk) before one sketch call: the dense sketch streams its
     # matrix once per call, so a call on many rows costs far less per row than one per batch; 0: one batch a call
     sketch_group_mib: int = 256
@@ -209,7 +214,8 @@ class FeaturesConfig:
         require(is_device(self.device), "device", f"must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
         require(self.chunk_rows >= 1, "chunk_rows", "must be at least 1")
-        require(self.threads >= 0, "threads", "must be >= 0 (0: torch's default)")
+        require(self.threads >= 0, "threads", "must be >= 0 (0: every core the process is given)")
+        require(self.batch_tokens >= 0, "batch_tokens", "must be >= 0 (0: the device's default)")
         require(self.workers >= 1, "workers", "must be at least 1")
         require(self.sketch_group_mib >= 0, "sketch_group_mib", "must be >= 0 (0: project each batch on its own)")
         address = self.dask_address

@@ -33,18 +33,11 @@ log = logging.getLogger(__name__)
 
 IGNORE = -100
 _LORA_FACTORS = ("lora_A", "lora_B")
-# Hooks live on the model's modules, so two concurrent calls on one model (Prefect's thread pool mapping chunks)
-# would see each other's activations: calls on the same model are serialised, calls on different models are not.
-_MODEL_LOCKS: weakref.WeakKeyDictionary[torch.nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def _model_lock(model: torch.nn.Module) -> threading.Lock:
-    with _LOCKS_GUARD:
-        lock = _MODEL_LOCKS.get(model)
-        if lock is None:
-            lock = _MODEL_LOCKS[model] = threading.Lock()
-        return lock
+# Hooks live on the model's modules, so every concurrent call on one model sees every forward: each call's hooks
+# record only the forwards of the thread that made the call. Eval mode is switched on by the first of the
+# concurrent calls on a model and restored by the last (model -> [active calls, saved train flags]).
+_ACTIVE: weakref.WeakKeyDictionary[torch.nn.Module, list] = weakref.WeakKeyDictionary()
+_ACTIVE_GUARD = threading.Lock()
 
 
 def example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -104,7 +97,8 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor])
     Right padding is inert: with causal attention a padded position only feeds later padded positions,
     and its labels are -100, so its go is exactly zero.
 
-    Thread-safe: concurrent calls on the same model run one after the other (the hooks are per module).
+    Thread-safe, and concurrent: calls on the same model from several threads run at once (each call's hooks
+    record only its own thread's forward), so a CPU can run one batch per core at one intra-op thread each.
     Rows are flattened in :func:`~inflow.gradients.blocks.lora_parameters` order. The model runs in eval
     mode (dropout off) and every module's train/eval flag is restored afterwards; parameter ``.grad``
     is left untouched. Output dtype: the LoRA weights' dtype, at least float32; device: the model's.
@@ -121,8 +115,12 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor])
     outputs: list[torch.Tensor] = []
     calls = {name: 0 for name, _ in modules}
 
+    owner = threading.get_ident()
+
     def on_forward(name: str, module: torch.nn.Linear) -> Callable[..., None]:
         def hook(_mod: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+            if threading.get_ident() != owner:  # another call's forward on the same model
+                return
             calls[name] += 1
             held = [args[0].detach()]  # freed as soon as this call's gradient has been used
 
@@ -133,8 +131,7 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor])
             outputs.append(out)
         return hook
 
-    with _model_lock(model):
-        losses = _run_hooked(model, modules, on_forward, calls, outputs, input_ids, attention_mask, labels)
+    losses = _run_hooked(model, modules, on_forward, calls, outputs, input_ids, attention_mask, labels)
     flat = [grads.get(id(p), torch.zeros((n, *p.shape), dtype=acc_dtype, device=p.device)).reshape(n, -1)
             for _, p in params]
     return torch.cat(flat, dim=1), losses
@@ -263,11 +260,22 @@ def _check_batch(batch: Mapping[str, torch.Tensor],
 
 @contextmanager
 def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Switch every submodule to eval (dropout off) and restore each one's own flag afterwards."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
+    """Switch every submodule to eval (dropout off) and restore each one's own flag afterwards.
+
+    Concurrent bodies on one model share the switch: the first saves the flags, the last restores them.
+    """
+    with _ACTIVE_GUARD:
+        active = _ACTIVE.get(model)
+        if active is None:
+            active = _ACTIVE[model] = [0, [(module, module.training) for module in model.modules()]]
+            model.eval()
+        active[0] += 1
     try:
         yield
     finally:
-        for module, mode in modes:
-            module.training = mode
+        with _ACTIVE_GUARD:
+            active[0] -= 1
+            if active[0] == 0:
+                del _ACTIVE[model]
+                for module, mode in active[1]:
+                    module.training = mode

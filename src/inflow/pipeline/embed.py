@@ -26,12 +26,7 @@ from inflow.config import DataConfig, DistillConfig, FeaturesConfig, SketchConfi
 from inflow.data.batching import Encoded, collate, length_batches
 from inflow.data.targets import target_sources
 from inflow.devices import resolve_device
-from inflow.methods.distill import (
-    block_parameters,
-    embedding_positions,
-    jvp_embeddings,
-    tangent_directions,
-)
+from inflow.methods.distill import block_parameters, embedding_positions, jvp_embeddings, tangent_directions
 from inflow.methods.distill.embed import backbone_of
 from inflow.models.loading import load_causal_lm, model_fingerprint, resolve_model_dir
 from inflow.models.tokenizer import load_tokenizer, pad_token_id
@@ -97,8 +92,14 @@ class EmbedContext(StoreContext):
             sketch=self.sketch.to_attrs(), dim=self.sketch.out_dim, dtype="float32", n_rows=len(self.rows),
             chunk_rows=job.chunk_rows, data_hash=self.manifest.digest(), code_version=inflow.__version__,
             extraction={"embed_blocks": job.embed_blocks, "tangents": job.tangents, "tangent_seed": job.seed,
-                        "batch_size": job.batch_size, "threads": job.threads, "device": self.device.type},
+                        "batch_size": job.batch_size, "threads": self.intra_op_threads(job),
+                        "device": self.device.type},
             feature_format=FEATURE_FORMAT)
+
+    def intra_op_threads(self, job: EmbedJob) -> int:
+        # torch intra-op threads, recorded (the bits depend on the count); 0, the features default, is one thread
+        # here, so a default store's bytes do not depend on the machine's cores
+        return job.threads or 1
 
     def featurize(self, rows: list[Encoded], job: EmbedJob) -> torch.Tensor:
         """Sketched embeddings of ``rows`` in row order: ``[len(rows), attrs.dim]`` float32 on the CPU."""

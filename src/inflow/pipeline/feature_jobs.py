@@ -46,9 +46,10 @@ class FeatureJob:
     sketch_kind: str
     sketch_dim: int
     sketch_seed: int
-    threads: int = 1  # torch intra-op threads while extracting (0: leave torch's setting)
+    threads: int = 0  # CPU threads (gradient batches run one per thread); 0: every core the process is given
     device: str = "cpu"  # cpu, cuda, cuda:N or auto
-    precision: str = "float32"  # autocast dtype of the forward/backward (float32: no autocast)
+    precision: str = "float32"  # autocast dtype of the forward/backward (float32: no autocast; auto: per device)
+    batch_tokens: int = 0  # padded tokens per gradient batch; 0: the device's default
     sketch_group_mib: int = DEFAULT_GROUP_BYTES // MIB  # features gathered per sketch call (within a chunk)
     targets_format: str = "jsonl"  # data.targets_format
     label_newline: bool = True  # data.label_newline (pool rows)
@@ -142,6 +143,7 @@ def plan_jobs(cfg: FeaturesConfig, sketch: SketchConfig, data: DataConfig, split
                    max_seq_len=data.max_seq_len, batch_size=cfg.batch_size, chunk_rows=cfg.chunk_rows,
                    dtype=cfg.dtype, eps_inside_sqrt=cfg.adam_eps_inside_sqrt, sketch_kind=sketch.kind,
                    sketch_dim=sketch.dim, sketch_seed=sketch.seed, threads=cfg.threads,
+                   batch_tokens=cfg.batch_tokens,
                    sketch_group_mib=cfg.sketch_group_mib,
                    device=cfg.device, precision=cfg.precision, targets_format=data.targets_format,
                    label_newline=data.label_newline)

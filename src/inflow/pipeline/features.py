@@ -7,12 +7,20 @@ them (``FeatureJob.hvp_task``). :class:`FeatureContext` computes the rows of a c
 and checking a store is :mod:`inflow.pipeline.stores`' (re-exported here: ``open_store``, ``extract_chunk``,
 ``extract_store``), shared with the other kinds of store.
 
+Batches are cut by tokens (``features.batch_tokens``): every row is padded to its own bucket width
+(:func:`~inflow.data.batching.bucket_width`) and a batch holds rows of one width up to the token budget. On a CPU
+the batches run concurrently, one per thread (``features.threads``; 0: every core the process is given), each at
+one torch intra-op thread (:mod:`inflow.parallel`).
+
 Bit-identity: a store's bytes are a function of its job (model, checkpoint, data, settings), whatever the
-order, number or placement of the processes that filled it, given the same hardware and software and the
-same ``features.threads`` (torch's CPU kernels sum in a thread-count-dependent order) and the same
-``features.batch_size`` and ``features.sketch_group_mib`` (BLAS picks its kernel by the number of rows). The store
-records all of these, with content hashes of the checkpoint (:func:`extraction_settings`,
-:mod:`inflow.store.identity`), and refuses to be resumed or grown under other ones.
+order, number or placement of the processes that filled it, given the same hardware and software. On a CPU they
+do not depend on ``features.threads`` or ``features.batch_tokens`` either (tested): a row's computation has the
+same shapes whatever rows share its batch (its own width; MKL gives a matrix row the same bits in any product of
+at least 4 rows) and runs on one intra-op thread, and the sketch groups are cut by rows in an order the budget
+does not change. They do depend on ``features.sketch_group_mib`` (the last group of a chunk may be under 4 rows)
+and, on a GPU, on ``features.batch_tokens`` (cuBLAS picks its kernel by shape): the store records those
+(:func:`extraction_settings`), with content hashes of the checkpoint (:mod:`inflow.store.identity`), and refuses
+to be resumed or grown under other ones.
 """
 
 from __future__ import annotations
@@ -20,13 +28,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 import inflow
-from inflow.data.batching import Encoded, collate, length_batches
-from inflow.devices import autocast, autocast_dtype, resolve_device
+from inflow.data.batching import Encoded, bucket_width, collate, length_batches, token_batches
+from inflow.devices import autocast, autocast_dtype, default_batch_tokens, resolve_device, resolve_precision
 from inflow.errors import InflowError
 from inflow.gradients.blocks import keep_blocks, lora_blocks, lora_parameters
 from inflow.gradients.features import adam_features
@@ -34,12 +43,8 @@ from inflow.gradients.per_example import per_example_grads
 from inflow.methods.in2core.layers import kept_blocks, parse_layers
 from inflow.models.loading import load_causal_lm, model_fingerprint, resolve_model_dir
 from inflow.models.tokenizer import load_tokenizer, pad_token_id
-from inflow.pipeline.feature_jobs import (
-    FeatureJob,
-    checkpoints_for,
-    job_summary,
-    plan_jobs,
-)
+from inflow.parallel import ordered_map, resolve_threads
+from inflow.pipeline.feature_jobs import FeatureJob, checkpoints_for, job_summary, plan_jobs
 from inflow.pipeline.stores import (
     StoreContext,
     StoreJob,
@@ -93,9 +98,13 @@ class FeatureContext(StoreContext):
         self._set_rows(select_rows(encode_split(job, tokenizer), job.rows))
         self.pad_id = pad_token_id(tokenizer)
         self.device = resolve_device(job.device)
-        self.autocast = autocast_dtype(job.precision, self.device)
+        self.precision = resolve_precision(job.precision, self.device)
+        self.autocast = autocast_dtype(self.precision, self.device)
         self.model = load_adapter_into(load_causal_lm(job.base_model), job.checkpoint).to(self.device)
         self.model.eval()
+        self.batch_tokens = job.batch_tokens or default_batch_tokens(self.model.config, self.device)
+        # CPU: one batch per thread at one intra-op thread each (bits independent of the count); GPU: one stream
+        self.workers = resolve_threads(job.threads) if self.device.type == "cpu" else 1
         sketch_dim = job.sketch_dim
         if job.layers:  # only the kept layers, each projected to the share it has in an all-layer store
             if job.feature_kind != "sgd":
@@ -121,7 +130,7 @@ class FeatureContext(StoreContext):
         self.sketch = BlockSketch(job.sketch_kind, job.sketch_seed, [b.size for b in lora_blocks(self.model)],
                                   sketch_dim)
         self.hvp_batches: list[dict[str, torch.Tensor]] = []
-        extraction = extraction_settings(job, self.device, self.adam)
+        extraction = extraction_settings(job, self.device, self.adam, self.batch_tokens)
         if job.hvp_task:  # the Hessian of this target task's loss, applied to every row's feature
             hvp_rows = encode_split(dataclasses.replace(job, split="targets", task=job.hvp_task), tokenizer)
             self.hvp_batches = [collate([hvp_rows[i] for i in b], self.pad_id)
@@ -134,23 +143,32 @@ class FeatureContext(StoreContext):
             lora_targets=tuple(sorted({n.split(".lora_")[0].rsplit(".", 1)[-1] for n, _ in params})),
             feature_kind=job.feature_kind, sketch=self.sketch.to_attrs(), dim=self.sketch.out_dim,
             dtype=job.dtype, n_rows=len(self.rows), chunk_rows=job.chunk_rows, data_hash=self.manifest.digest(),
-            code_version=inflow.__version__, precision=job.precision, adapter_hash=adapter_hash,
+            code_version=inflow.__version__, precision=self.precision, adapter_hash=adapter_hash,
             optimizer_hash=optimizer_hash, extraction=extraction, feature_format=FEATURE_FORMAT)
 
     def featurize(self, rows: list[Encoded], job: FeatureJob) -> torch.Tensor:
-        return featurize(self, rows, job.batch_size, job.eps_inside_sqrt, job.sketch_group_mib * MIB)
+        return featurize(self, rows, self.batch_tokens, job.eps_inside_sqrt, job.sketch_group_mib * MIB,
+                         self.workers)
+
+    def intra_op_threads(self, job: FeatureJob) -> int:
+        return 1 if self.device.type == "cpu" else 0  # CPU parallelism is one batch per thread (featurize)
 
 
-def extraction_settings(job: FeatureJob, device: torch.device, adam: AdamState | None) -> dict:
+BATCHING = "bucket-v1"  # rows padded to bucket_width, batches of one width (token_batches); recorded in stores
+
+
+def extraction_settings(job: FeatureJob, device: torch.device, adam: AdamState | None, batch_tokens: int) -> dict:
     """The job's settings that the feature bytes depend on beyond the model, checkpoint, rows and sketch.
 
-    Adam's betas/eps (read from the checkpoint) and where eps goes change the features themselves; batch size,
-    sketch group size and (CPU) thread count change the floating-point summation order, so the bytes; the
-    device type changes the kernels. Where chunks run (threads, Dask workers) does not (tested), so it is not
-    recorded.
+    Adam's betas/eps (read from the checkpoint) and where eps goes change the features themselves; the batching
+    rule, the sketch group size and (on a GPU, or with ``sketch_group_mib: 0``, one group per batch) the token
+    budget change the floating-point summation order, so the bytes; the device type changes the kernels. The
+    CPU thread count, the token budget on a CPU and where chunks run (threads, Dask workers) do not (tested), so
+    they are not recorded: a store grows or resumes under any of them.
     """
-    settings: dict = {"batch_size": job.batch_size, "sketch_group_mib": job.sketch_group_mib,
-                      "threads": job.threads, "device": device.type}
+    settings: dict = {"batching": BATCHING, "sketch_group_mib": job.sketch_group_mib, "device": device.type}
+    if device.type != "cpu" or job.sketch_group_mib == 0:
+        settings["batch_tokens"] = batch_tokens
     if job.layers:
         settings["layers"] = job.layers
     if adam is not None and job.feature_kind == "adam":
@@ -166,16 +184,19 @@ def _step_of(checkpoint: str) -> int:
     return int(tail) if tail.isdigit() else -1
 
 
-def featurize(ctx: FeatureContext, rows: list[Encoded], batch_size: int, eps_inside_sqrt: bool,
-              group_bytes: int) -> torch.Tensor:
+def featurize(ctx: FeatureContext, rows: list[Encoded], batch_tokens: int, eps_inside_sqrt: bool,
+              group_bytes: int, workers: int = 1) -> torch.Tensor:
     """Sketched features of ``rows`` in row order: [len(rows), sketch.out_dim] float32.
 
-    The features of consecutive batches are projected together, up to ``group_bytes`` (see
-    :mod:`inflow.sketch.groups`); ``rows`` is one chunk, so the groups depend on the chunk alone.
+    Batches of at most ``batch_tokens`` padded tokens (:func:`~inflow.data.batching.token_batches`) run on
+    ``workers`` threads (1: in this thread), in order; their features are projected ``group_bytes`` of rows at
+    a time (see :mod:`inflow.sketch.groups`), the blocks of a group on the same threads. ``rows`` is one chunk,
+    so the groups depend on the chunk alone.
     """
-    groups = SketchGroups(ctx.sketch, torch.empty(len(rows), ctx.sketch.out_dim), group_bytes)
-    for batch_idx in length_batches([len(r) for r in rows], batch_size):
-        batch = collate([rows[i] for i in batch_idx], ctx.pad_id)
+    batches = token_batches([len(r) for r in rows], batch_tokens)
+
+    def batch_features(batch_idx: list[int]) -> torch.Tensor:
+        batch = collate([rows[i] for i in batch_idx], ctx.pad_id, width=bucket_width(len(rows[batch_idx[0]])))
         # autocast covers the forward/backward only; per-example grads, Adam and sketch run in float32
         with autocast(ctx.device, ctx.autocast):
             grads, _losses = per_example_grads(ctx.model, batch)
@@ -188,9 +209,17 @@ def featurize(ctx: FeatureContext, rows: list[Encoded], batch_size: int, eps_ins
             from inflow.methods.distill.hessian import target_hvp
 
             grads = target_hvp(ctx.model, ctx.hvp_batches, grads.float())
-        groups.add(batch_idx, grads.float())
-    return groups.finish()
+        return grads.float()
 
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="inflow-batch") if workers > 1 else None
+    try:
+        groups = SketchGroups(ctx.sketch, torch.empty(len(rows), ctx.sketch.out_dim), group_bytes, executor=pool)
+        for batch_idx, feats in zip(batches, ordered_map(pool, batch_features, batches, window=2 * workers)):
+            groups.add(batch_idx, feats)
+        return groups.finish()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -86,6 +86,10 @@ class StoreContext:
         """The stored rows (before normalisation) of ``rows``: ``[len(rows), attrs.dim]`` float32 on the CPU."""
         raise NotImplementedError
 
+    def intra_op_threads(self, job) -> int:
+        """Torch intra-op threads while this context computes a chunk (0: leave torch's setting)."""
+        return job.threads
+
     def disagreement(self, store: GradientStore, wanted: RowManifest) -> str:
         """Why this context cannot fill rows ``wanted`` of ``store`` ('' when it can)."""
         problems = store.attrs.settings_diff(self.attrs, ("in the store", "here"))
@@ -226,7 +230,7 @@ def extract_chunk(job: StoreJob, chunk: int) -> int:
                                  f"{problem}. The data or model changed after the store was opened: rerun the "
                                  "features stage (it reopens the store against the current data).")
     rows = [ctx.rows[ctx.index[i]] for i in wanted.ids]
-    with torch_threads(job.threads):
+    with torch_threads(ctx.intra_op_threads(job)):
         feats = ctx.featurize(rows, job)
     store.write_chunk(chunk, feats.numpy(), list(wanted.ids))
     return len(rows)

@@ -9,6 +9,7 @@ never widens; :class:`BlockSketch` owns the per-block projectors and one shared 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,10 +134,13 @@ class BlockSketch:
         """``sum(d_b)``: ``dim``, or ``D`` when the whole gradient fits in ``dim`` unprojected."""
         return sum(b.out_dim for b in self.layout)
 
-    def project(self, x: Tensor, *, out_dtype: torch.dtype | None = torch.float32) -> Tensor:
+    def project(self, x: Tensor, *, out_dtype: torch.dtype | None = torch.float32,
+                executor: Executor | None = None) -> Tensor:
         """``phi(x)``: [B, D] -> [B, out_dim], block ``b`` to columns ``out_offset..out_offset+d_b``.
 
         Computed in float64 for float64 input, else float32; returned as ``out_dtype`` (None: the compute dtype).
+        With ``executor`` the blocks are projected concurrently on its threads (the same bits: each block is one
+        independent computation), so a CPU running torch at one intra-op thread still uses every core.
         """
         if x.dim() != 2 or x.shape[1] != self.in_dim:
             raise ValueError(
@@ -145,9 +149,19 @@ class BlockSketch:
             )
         x = x.to(device=self.device or x.device, dtype=compute_dtype(x.dtype))
         out = torch.empty(x.shape[0], self.out_dim, dtype=x.dtype, device=x.device)
-        for block, projector in zip(self.layout, self.projectors):
+
+        def one(index: int) -> None:
+            block, projector = self.layout[index], self.projectors[index]
             piece = x[:, block.in_offset : block.in_offset + block.in_dim]
             out[:, block.out_offset : block.out_offset + block.out_dim] = projector.project(piece)
+
+        if executor is None:
+            for index in range(len(self.layout)):
+                one(index)
+        else:  # largest blocks first, so the last one to finish is a small one
+            order = sorted(range(len(self.layout)), key=lambda i: -self.layout[i].in_dim * self.layout[i].out_dim)
+            for future in [executor.submit(one, i) for i in order]:
+                future.result()
         return out if out_dtype is None else out.to(out_dtype)
 
     def to_attrs(self) -> dict[str, Any]:

@@ -6,11 +6,13 @@ itself for the dense Rademacher sketch), so generated pieces are kept up to a me
 for a cyclic scan larger than the cache LRU would evict each piece just before it is needed again (hit rate zero),
 while keep-first serves a fixed ``budget / total`` share of the pieces from memory on every call.
 
-Not thread-safe: use one sketch (and so one cache) per thread or process.
+Thread-safe: blocks of one sketch are projected concurrently (:meth:`BlockSketch.project` with an executor). Two
+threads missing the same piece may both generate it (same values); only one copy is kept.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
 from typing import TypeVar
 
@@ -39,22 +41,26 @@ class PieceCache:
         self.hits = 0
         self.misses = 0
         self._items: dict[Hashable, Tensor | tuple[Tensor, ...]] = {}
+        self._lock = threading.Lock()
 
     def get(self, key: Hashable, make: Callable[[], T]) -> T:
         """The piece stored under ``key``, or ``make()`` (kept when it still fits the budget)."""
-        hit = self._items.get(key)
-        if hit is not None:
-            self.hits += 1
-            return hit  # type: ignore[return-value]
-        self.misses += 1
-        value = make()
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self.hits += 1
+                return hit  # type: ignore[return-value]
+            self.misses += 1
+        value = make()  # outside the lock: other blocks' pieces are generated meanwhile
         size = tensor_bytes(value)
-        if self.used_bytes + size <= self.budget_bytes:
-            self._items[key] = value
-            self.used_bytes += size
+        with self._lock:
+            if key not in self._items and self.used_bytes + size <= self.budget_bytes:
+                self._items[key] = value
+                self.used_bytes += size
         return value
 
     def clear(self) -> None:
         """Drop every piece (e.g. to free memory between stages)."""
-        self._items.clear()
-        self.used_bytes = 0
+        with self._lock:
+            self._items.clear()
+            self.used_bytes = 0

@@ -1,0 +1,67 @@
+"""Running independent pieces of CPU work on several threads: how many cores a process has, and an ordered map.
+
+Torch's intra-op threads split one operation (a matmul, a reduction) over cores, and the split changes the float
+summation order, so the bits depend on the thread count. Running *whole batches* concurrently instead, each on one
+intra-op thread, keeps every batch's bits what a single thread computes, whatever the number of threads
+(torch ops release the GIL, so the threads run in parallel). Gradient extraction does that on a CPU
+(:func:`inflow.pipeline.features.featurize`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+CORES_ENV = "INFLOW_CORES"  # overrides the count, e.g. for each of several worker processes sharing a machine
+
+
+def available_cores() -> int:
+    """The cores this process may run on: ``$INFLOW_CORES`` when set, else its CPU affinity (as a container or
+    ``taskset`` limits it). A Dask ``LocalCluster`` of the features stage gives each worker its share this way."""
+    given = os.environ.get(CORES_ENV, "").strip()
+    if given:
+        if not given.isdigit() or int(given) < 1:
+            raise ValueError(f"{CORES_ENV}={given!r}: set it to a whole number of cores >= 1, or unset it")
+        return int(given)
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(threads: int) -> int:
+    """A ``threads`` setting as a count: 0 is every core this process is given, else the number itself."""
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0 (0: every core this process is given), got {threads}")
+    return threads or available_cores()
+
+
+def ordered_map(executor: Executor | None, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
+    """``fn(item)`` for every item, yielded in the items' order, at most ``window`` submitted ahead of the consumer.
+
+    The window bounds memory (each result is held until it is consumed). Without an executor: a plain serial map.
+    An exception from ``fn`` is raised at its item's turn; items not yet started are then cancelled.
+    """
+    if executor is None:
+        yield from map(fn, items)
+        return
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+    pending: deque[Future[R]] = deque()
+    source = iter(items)
+    try:
+        for item in source:
+            pending.append(executor.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()

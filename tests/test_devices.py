@@ -1,0 +1,34 @@
+"""Device defaults: precision auto, and the token budget per gradient batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig
+
+from inflow.devices import CPU_BATCH_TOKENS, autocast_dtype, default_batch_tokens, resolve_precision
+from inflow.errors import InflowError
+
+GIB = 1 << 30
+
+
+def test_precision_auto_is_float32_on_a_cpu() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == "float32" and autocast_dtype("auto", cpu) is None
+    assert resolve_precision("bfloat16", cpu) == "bfloat16"
+    with pytest.raises(InflowError, match="float16 needs a GPU"):
+        autocast_dtype("float16", cpu)
+
+
+def test_batch_tokens_scale_with_free_memory_and_model_size() -> None:
+    cuda = torch.device("cuda")  # only the type is read: no GPU needed
+    one_b = LlamaConfig(hidden_size=2048, num_hidden_layers=16, vocab_size=128256)
+    seven_b = LlamaConfig(hidden_size=4096, num_hidden_layers=32, vocab_size=32000)
+    small, big = default_batch_tokens(one_b, cuda, free_bytes=130 * GIB), default_batch_tokens(seven_b, cuda, 130 * GIB)
+    assert small % 256 == 0 and big % 256 == 0
+    assert big < small  # a larger model holds more per token
+    assert big >= 2048  # a 2048-token row of the 7B shape fits an H200 (LESS's setting)
+    per_token = 64 * 32 * 4096 + 8 * 32000
+    assert big == int(0.6 * 130 * GIB / per_token) // 256 * 256
+    assert default_batch_tokens(one_b, cuda, free_bytes=GIB // 100) == 256  # never below one small batch
+    assert default_batch_tokens(one_b, torch.device("cpu")) == CPU_BATCH_TOKENS
