@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TypeVar
+
+import torch
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -40,6 +42,16 @@ def resolve_threads(threads: int) -> int:
     if threads < 0:
         raise ValueError(f"threads must be >= 0 (0: every core this process is given), got {threads}")
     return threads or available_cores()
+
+
+def single_thread_pool(workers: int, name: str = "inflow") -> ThreadPoolExecutor:
+    """``workers`` threads that each run torch at one intra-op thread, set in the thread itself.
+
+    Setting it in the thread matters: torch's setting reaches a new thread's OpenMP only at its first parallel
+    region, and MKL keeps a per-thread count (``mkl_set_num_threads_local``), so a matmul that comes first would
+    otherwise run at MKL's default, every core, with dynamic adjustment under load: other bits.
+    """
+    return ThreadPoolExecutor(workers, thread_name_prefix=name, initializer=torch.set_num_threads, initargs=(1,))
 
 
 def ordered_map(executor: Executor | None, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:

@@ -97,7 +97,8 @@ def test_readme_gpu_params_are_valid() -> None:
     params = params_from_dict(_merge(params_to_dict(Params()), yaml.safe_load(blocks[0])))
     assert params.data.targets_format == "mmlu" and not params.selector.build
     assert params.warmup.batch_size * params.warmup.grad_accum == 128
-    assert {params.warmup.device, params.features.device, params.finetune.device, params.evaluate.device} == {"cuda"}
+    assert {params.warmup.device, params.finetune.device, params.evaluate.device} == {"cuda"}
+    assert params.features.device == "auto" and params.features.precision == "auto"  # the fast path's defaults
 
 
 @pytest.mark.parametrize(

@@ -144,6 +144,9 @@ def test_second_order_weights_solve_the_qp_and_reduce_to_first_order_without_cur
                                   normalize=False)
     manifest = _run(params, distill)
     assert manifest["order"] == "second" and set(manifest["second_order"]) == set(manifest["targets"])
+    # the Hessian products switch SDPA to its math backend with process-wide flags: restored, never left switched
+    # (concurrent batches could interleave the switch; such stores extract one batch at a time)
+    assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
     for report in manifest["second_order"].values():
         assert report["status"] in ("Solved", "AlmostSolved") and report["support"] >= 1 and report["eta"] > 0
     scores = pl.read_parquet(paths.selection_dir("distill") / "scores.parquet")

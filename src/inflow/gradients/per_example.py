@@ -33,11 +33,30 @@ log = logging.getLogger(__name__)
 
 IGNORE = -100
 _LORA_FACTORS = ("lora_A", "lora_B")
-# Hooks live on the model's modules, so every concurrent call on one model sees every forward: each call's hooks
-# record only the forwards of the thread that made the call. Eval mode is switched on by the first of the
-# concurrent calls on a model and restored by the last (model -> [active calls, saved train flags]).
-_ACTIVE: weakref.WeakKeyDictionary[torch.nn.Module, list] = weakref.WeakKeyDictionary()
+# Hooks live on the model's modules, and concurrent calls on one model (one batch per CPU core) must neither see
+# each other's forwards nor add or remove hooks while another thread's forward walks them. So while any call is
+# active on a model, each of its LoRA Linears carries one dispatching hook, added by the first call and removed by
+# the last; a forward is routed to the call of the thread that runs it (_ROUTES: thread id -> {module id: callback}).
+# Eval mode is switched on by the first call and restored by the last too.
+_ACTIVE: weakref.WeakKeyDictionary[torch.nn.Module, _Active] = weakref.WeakKeyDictionary()
 _ACTIVE_GUARD = threading.Lock()
+_ROUTES: dict[int, dict[int, Callable[[tuple, torch.Tensor], None]]] = {}
+
+
+class _Active:
+    """What the calls active on one model share: their count, the hooks, and the train flags to restore."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.count = 0
+        self.handles: dict[int, torch.utils.hooks.RemovableHandle] = {}
+        self.modes = [(module, module.training) for module in model.modules()]
+
+
+def _route(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+    """The one forward hook: hands the forward to the active call of the thread running it, if any."""
+    callback = _ROUTES.get(threading.get_ident(), {}).get(id(module))
+    if callback is not None:
+        callback(args, out)
 
 
 def example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -115,12 +134,8 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor])
     outputs: list[torch.Tensor] = []
     calls = {name: 0 for name, _ in modules}
 
-    owner = threading.get_ident()
-
-    def on_forward(name: str, module: torch.nn.Linear) -> Callable[..., None]:
-        def hook(_mod: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
-            if threading.get_ident() != owner:  # another call's forward on the same model
-                return
+    def on_forward(name: str, module: torch.nn.Linear) -> Callable[[tuple, torch.Tensor], None]:
+        def record(args: tuple, out: torch.Tensor) -> None:
             calls[name] += 1
             held = [args[0].detach()]  # freed as soon as this call's gradient has been used
 
@@ -129,7 +144,7 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor])
 
             out.register_hook(on_grad)
             outputs.append(out)
-        return hook
+        return record
 
     losses = _run_hooked(model, modules, on_forward, calls, outputs, input_ids, attention_mask, labels)
     flat = [grads.get(id(p), torch.zeros((n, *p.shape), dtype=acc_dtype, device=p.device)).reshape(n, -1)
@@ -142,9 +157,10 @@ def _run_hooked(model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear
                 outputs: list[torch.Tensor], input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor) -> torch.Tensor:
     """One hooked forward and backward of the batch; returns the detached per-example losses ``[B]``."""
-    handles = [module.register_forward_hook(on_forward(name, module)) for name, module in modules]
+    thread = threading.get_ident()
+    _ROUTES[thread] = {id(module): on_forward(name, module) for name, module in modules}
     try:
-        with _eval_mode(model), torch.enable_grad():
+        with _eval_mode(model, modules), torch.enable_grad():
             if _keeps_logits(model):  # logits at answer positions only: same losses, less LM-head work
                 keep = answer_positions(labels)
                 logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
@@ -159,8 +175,7 @@ def _run_hooked(model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear
                                   "adapter); unmerge the adapter and set it active before extracting gradients")
             torch.autograd.grad(losses.sum(), outputs, allow_unused=True)
     finally:
-        for handle in handles:
-            handle.remove()
+        del _ROUTES[thread]
         outputs.clear()
     return losses.detach()
 
@@ -259,23 +274,30 @@ def _check_batch(batch: Mapping[str, torch.Tensor],
 
 
 @contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Switch every submodule to eval (dropout off) and restore each one's own flag afterwards.
+def _eval_mode(model: torch.nn.Module, hooked: list[tuple[str, torch.nn.Linear]] = ()) -> Iterator[None]:
+    """Switch every submodule to eval (dropout off) and restore each one's own flag afterwards; meanwhile the
+    ``hooked`` modules carry the routing hook (:func:`_route`).
 
-    Concurrent bodies on one model share the switch: the first saves the flags, the last restores them.
+    Concurrent bodies on one model share both: the first saves the flags, the last restores them and removes the
+    hooks. A hook is only ever added or removed under the guard, before the body's forward starts.
     """
     with _ACTIVE_GUARD:
         active = _ACTIVE.get(model)
         if active is None:
-            active = _ACTIVE[model] = [0, [(module, module.training) for module in model.modules()]]
+            active = _ACTIVE[model] = _Active(model)
             model.eval()
-        active[0] += 1
+        for _name, module in hooked:
+            if id(module) not in active.handles:
+                active.handles[id(module)] = module.register_forward_hook(_route)
+        active.count += 1
     try:
         yield
     finally:
         with _ACTIVE_GUARD:
-            active[0] -= 1
-            if active[0] == 0:
+            active.count -= 1
+            if active.count == 0:
                 del _ACTIVE[model]
-                for module, mode in active[1]:
+                for handle in active.handles.values():
+                    handle.remove()
+                for module, mode in active.modes:
                     module.training = mode

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -43,7 +42,7 @@ from inflow.gradients.per_example import per_example_grads
 from inflow.methods.in2core.layers import kept_blocks, parse_layers
 from inflow.models.loading import load_causal_lm, model_fingerprint, resolve_model_dir
 from inflow.models.tokenizer import load_tokenizer, pad_token_id
-from inflow.parallel import ordered_map, resolve_threads
+from inflow.parallel import ordered_map, resolve_threads, single_thread_pool
 from inflow.pipeline.feature_jobs import FeatureJob, checkpoints_for, job_summary, plan_jobs
 from inflow.pipeline.stores import (
     StoreContext,
@@ -136,6 +135,9 @@ class FeatureContext(StoreContext):
             self.hvp_batches = [collate([hvp_rows[i] for i in b], self.pad_id)
                                 for b in length_batches([len(r) for r in hvp_rows], job.batch_size)]
             extraction["hvp"] = {"task": job.hvp_task, "rows": row_manifest(hvp_rows).digest()}
+            # one batch at a time: the Hessian product switches SDPA to its math backend with torch's process-wide
+            # flags, which would change the kernel under a concurrent batch's forward (and could stay switched)
+            self.workers = 1
         adapter_hash, optimizer_hash = checkpoint_digests(job.checkpoint, optimizer=self.adam is not None)
         self.attrs = StoreAttrs(
             model_id=str(job.base_model), model_hash=model_fingerprint(job.base_model),
@@ -211,7 +213,7 @@ def featurize(ctx: FeatureContext, rows: list[Encoded], batch_tokens: int, eps_i
             grads = target_hvp(ctx.model, ctx.hvp_batches, grads.float())
         return grads.float()
 
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="inflow-batch") if workers > 1 else None
+    pool = single_thread_pool(workers, "inflow-batch") if workers > 1 else None
     try:
         groups = SketchGroups(ctx.sketch, torch.empty(len(rows), ctx.sketch.out_dim), group_bytes, executor=pool)
         for batch_idx, feats in zip(batches, ordered_map(pool, batch_features, batches, window=2 * workers)):
