@@ -11,6 +11,12 @@ average out; for ``r == r'`` the ``s`` distinct targets each contribute ``x_r y_
 Cost: ``O(B * in_dim * s)`` (``index_add_`` per segment) and ``12 * s`` bytes per input coordinate when cached
 (targets int64 + signs int8). Pick it for large blocks on CPU or when the Rademacher sketch is too slow; variance
 is close to the dense sketch's for ``s >= 4`` on gradient-like (not adversarially sparse) inputs.
+
+Determinism: on a CPU ``index_add_`` sums every output's inputs in input order. On a GPU ``index_add_`` adds with
+atomics, in whatever order the threads arrive, so its bits change from run to run; there the scatter is
+``index_put_(..., accumulate=True)`` on the transposed output instead, whose CUDA kernel sorts the target indices
+and adds each output's inputs in one thread, in a fixed order: the same bits on every run (not the CPU's: a GPU
+store records its device type anyway).
 """
 
 from __future__ import annotations
@@ -75,12 +81,34 @@ class SparseJLSketch:
         CPU sums are in input order for every output, so a row's result does not depend on the batch around it.
         """
         assert x.dim() == 2 and x.shape[1] == self.in_dim
+        if x.device.type != "cpu":
+            return self.project_sorted(x)
         out = torch.zeros(x.shape[0], self.out_dim, dtype=x.dtype, device=x.device)
-        for start in range(0, self.in_dim, self.piece_rows):
-            stop = min(start + self.piece_rows, self.in_dim)
-            key = (KIND, self.key, self.in_dim, self.out_dim, self.sparsity, start, stop, str(x.device))
-            targets, signs = self.cache.get(key, lambda: self.targets_rows(start, stop, x.device))
+        for start, stop, targets, signs in self._pieces(x.device):
             piece = x[:, start:stop]
             for j in range(self.sparsity):
                 out.index_add_(1, targets[j], piece * signs[j].to(x.dtype))
         return out.mul_(self.scale)
+
+    def project_sorted(self, x: Tensor) -> Tensor:
+        """``x @ M`` with a deterministic scatter (the GPU path; any device): the same values as :meth:`project`
+        up to float summation order, and the same bits on every run.
+
+        Accumulates into the transposed output ``[out_dim, B]`` with ``index_put_(accumulate=True)``: one index per
+        input coordinate, each adding a whole ``[B]`` row, which CUDA does by sorting the indices (no atomics).
+        """
+        assert x.dim() == 2 and x.shape[1] == self.in_dim
+        out_t = torch.zeros(self.out_dim, x.shape[0], dtype=x.dtype, device=x.device)
+        for start, stop, targets, signs in self._pieces(x.device):
+            piece_t = x[:, start:stop].T  # [rows, B]
+            for j in range(self.sparsity):
+                out_t.index_put_((targets[j],), piece_t * signs[j].to(x.dtype).unsqueeze(1), accumulate=True)
+        return out_t.T.mul(self.scale)
+
+    def _pieces(self, device: torch.device):  # noqa: ANN202 (an iterator of (start, stop, targets, signs))
+        """The input pieces in order, with their targets and signs (cached while the budget allows)."""
+        for start in range(0, self.in_dim, self.piece_rows):
+            stop = min(start + self.piece_rows, self.in_dim)
+            key = (KIND, self.key, self.in_dim, self.out_dim, self.sparsity, start, stop, str(device))
+            targets, signs = self.cache.get(key, lambda: self.targets_rows(start, stop, device))
+            yield start, stop, targets, signs
