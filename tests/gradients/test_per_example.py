@@ -117,18 +117,62 @@ def test_answer_positions_are_those_predicting_a_label_in_some_row() -> None:
     assert answer_positions(labels).tolist() == [1, 2, 4]
 
 
-def test_lm_head_runs_on_answer_positions_only() -> None:
+def test_lm_head_runs_on_scored_tokens_only_in_recomputed_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head sees only the N scored positions, in chunks (recomputed in the backward), never [B, T, V]."""
+    from inflow.gradients import losses
+
     model = tiny_lora("llama")
     batch = make_batch(LENGTHS, width=16)
+    scored = int((batch["labels"][:, 1:] != -100).sum())
+    reference, reference_losses = per_example_grads(model, batch)
+    monkeypatch.setattr(losses, "HEAD_CHUNK_BYTES", 4 * VOCAB * 9)  # 9 rows a chunk
     seen: list[tuple[int, ...]] = []
     head = model.get_base_model().lm_head
     handle = head.register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
     try:
-        per_example_grads(model, batch)
+        chunked, chunked_losses = per_example_grads(model, batch)
     finally:
         handle.remove()
-    kept = answer_positions(batch["labels"]).numel()
-    assert seen == [(len(LENGTHS), kept, 32)] and kept < 16
+    chunks = -(-scored // 9)
+    assert len(seen) == 2 * chunks  # each chunk's forward, then its recomputation in the backward
+    assert all(shape[1] == 32 and shape[0] in (9, max(scored % 9, losses.MIN_HEAD_ROWS)) for shape in seen)
+    assert scored < len(LENGTHS) * 16
+    torch.testing.assert_close(chunked, reference, rtol=0, atol=1e-12)
+    torch.testing.assert_close(chunked_losses, reference_losses, rtol=0, atol=1e-12)
+
+
+def test_other_model_types_fall_back_to_logits_to_keep(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inflow.gradients import losses
+
+    model = tiny_lora("qwen2")
+    batch = make_batch(LENGTHS)
+    gathered, gathered_losses = per_example_grads(model, batch)
+    monkeypatch.setattr(losses, "PLAIN_HEAD_MODELS", frozenset())
+    kept, kept_losses = per_example_grads(model, batch)
+    assert (kept - gathered).abs().max() < 1e-12 and (kept_losses - gathered_losses).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_a_row_with_one_answer_token_gets_the_same_bits_alone_or_in_a_batch(monkeypatch: pytest.MonkeyPatch,
+                                                                            plain: bool) -> None:
+    """MKL computes products of 1-2 rows with other kernels: every LM-head product is padded to 8 rows, so a row
+    with 1-3 answer tokens gets the bits it gets next to other rows (float32, one thread)."""
+    from inflow.gradients import losses
+    from inflow.pipeline.stores import torch_threads
+
+    if not plain:
+        monkeypatch.setattr(losses, "PLAIN_HEAD_MODELS", frozenset())
+    model = tiny_lora(dtype=torch.float32, targets=ALL)
+    batch = make_batch([20, 18, 21, 15], width=24)
+    for b, answer in enumerate([1, 2, 9, 3]):  # answers of 1, 2, 9 and 3 tokens
+        length = int(batch["attention_mask"][b].sum())
+        batch["labels"][b] = -100
+        batch["labels"][b, length - answer:length] = batch["input_ids"][b, length - answer:length]
+    with torch_threads(1):
+        together = per_example_grads(model, batch)[0]
+        for b in range(4):
+            alone = per_example_grads(model, {k: v[b:b + 1] for k, v in batch.items()})[0]
+            assert torch.equal(alone[0], together[b]), b
 
 
 class _NoLogitsToKeep(torch.nn.Module):

@@ -16,7 +16,6 @@ Use :func:`per_example_grads` for extraction. It supports any set of LoRA target
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import weakref
@@ -24,14 +23,22 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 
 from inflow.errors import InflowError
 from inflow.gradients.blocks import lora_parameters
+from inflow.gradients.losses import (  # re-exported: where callers have always found them
+    IGNORE,
+    aligned_losses,
+    answer_positions,
+    example_losses,
+    scored_losses,
+)
 
 log = logging.getLogger(__name__)
 
-IGNORE = -100
+__all__ = ["IGNORE", "aligned_losses", "answer_positions", "example_losses", "per_example_grads",
+           "per_example_grads_loop", "scored_losses"]
+
 _LORA_FACTORS = ("lora_A", "lora_B")
 # Hooks live on the model's modules, and concurrent calls on one model (one batch per CPU core) must neither see
 # each other's forwards nor add or remove hooks while another thread's forward walks them. So while any call is
@@ -57,53 +64,6 @@ def _route(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
     callback = _ROUTES.get(threading.get_ident(), {}).get(id(module))
     if callback is not None:
         callback(args, out)
-
-
-def example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-example loss ``[B]``: mean over answer tokens of the next-token cross-entropy.
-
-    ``logits [B, T, V]`` are shifted against ``labels [B, T]`` (``-100`` = not an answer token):
-    loss_b = (1 / |A_b|) * sum_{t in A_b} CE(logits[b, t-1], labels[b, t]), A_b = {t >= 1 : labels[b, t] != -100}.
-    Computed in float32 at least (float64 logits stay float64). Differentiable.
-    """
-    if logits.dim() != 3 or labels.shape != logits.shape[:2]:
-        raise ValueError(f"logits must be [B, T, V] and labels [B, T]; got {tuple(logits.shape)} "
-                         f"and {tuple(labels.shape)}")
-    return aligned_losses(logits[:, :-1], labels[:, 1:])
-
-
-def aligned_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-example loss ``[B]`` from logits already aligned with the tokens they predict.
-
-    ``logits [B, P, V]``, ``targets [B, P]`` (``-100``: not scored): loss_b = mean over scored p of
-    CE(logits[b, p], targets[b, p]). :func:`example_losses` is this on ``logits[:, :-1]``, ``labels[:, 1:]``.
-    """
-    if logits.dtype not in (torch.float32, torch.float64):
-        logits = logits.float()
-    counts = (targets != IGNORE).sum(dim=1)
-    empty = torch.nonzero(counts == 0).flatten().tolist()
-    if empty:
-        raise ValueError(f"examples at batch rows {empty} have no answer token after the shift (every label "
-                         "is -100, or only the first token is labelled): drop such examples before computing "
-                         "losses (rendering drops examples whose answer was truncated away)")
-    token_losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                   ignore_index=IGNORE, reduction="none").view(targets.shape)
-    return token_losses.sum(dim=1) / counts.to(token_losses.dtype)
-
-
-def answer_positions(labels: torch.Tensor) -> torch.Tensor:
-    """Positions ``t`` [P] whose logits predict an answer token in some row: ``labels[b, t + 1] != -100``.
-
-    Only these logits enter a loss, so the LM head (``[h, V]``, the largest matmul of a small model, 2-4 GB of
-    float32 logits per batch for a 128k vocabulary) runs on them alone.
-    """
-    return torch.nonzero((labels[:, 1:] != IGNORE).any(dim=0)).flatten()
-
-
-def _keeps_logits(model: torch.nn.Module) -> bool:
-    """Whether the (base) model's forward takes ``logits_to_keep`` (transformers' causal LMs do)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,14 +121,7 @@ def _run_hooked(model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear
     _ROUTES[thread] = {id(module): on_forward(name, module) for name, module in modules}
     try:
         with _eval_mode(model, modules), torch.enable_grad():
-            if _keeps_logits(model):  # logits at answer positions only: same losses, less LM-head work
-                keep = answer_positions(labels)
-                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
-                               logits_to_keep=keep).logits
-                losses = aligned_losses(logits, labels[:, keep + 1])
-            else:
-                logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-                losses = example_losses(logits, labels)
+            losses = scored_losses(model, input_ids, attention_mask, labels)  # the LM head on answer tokens only
             idle = [name for name, count in calls.items() if count == 0]
             if idle:
                 raise InflowError(f"LoRA modules {idle[:3]} did not run in the forward pass (merged or inactive "

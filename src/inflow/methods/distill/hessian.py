@@ -18,7 +18,6 @@ SDPA on its math backend (a composite of matmuls and a softmax). Models loaded w
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -28,11 +27,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from inflow.errors import InflowError
 from inflow.gradients.blocks import lora_parameters
-from inflow.gradients.per_example import (
-    aligned_losses,
-    answer_positions,
-    example_losses,
-)
+from inflow.gradients.losses import scored_losses
 
 _BATCH_KEYS = ("input_ids", "attention_mask", "labels")
 
@@ -113,15 +108,10 @@ def _flatten(grads: Sequence[Tensor | None], params: list[nn.Parameter], dtype: 
 
 
 def _loss_sum(model: nn.Module, batch: Mapping[str, Tensor], device: torch.device) -> Tensor:
-    """Σ of the example losses of one batch (a differentiable scalar), its tensors moved to ``device``."""
+    """Σ of the example losses of one batch (a differentiable scalar), its tensors moved to ``device``; the LM head
+    runs on answer tokens only, its logits kept for the second derivative (no recomputation)."""
     input_ids, attention_mask, labels = (batch[key].to(device) for key in _BATCH_KEYS)
-    if _keeps_logits(model):  # the LM head only where a logit is scored: same loss, far less work
-        keep = answer_positions(labels)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
-                       logits_to_keep=keep).logits
-        return aligned_losses(logits, labels[:, keep + 1]).sum()
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    return example_losses(logits, labels).sum()
+    return scored_losses(model, input_ids, attention_mask, labels, recompute=False).sum()
 
 
 def _count_rows(batches: Sequence[Mapping[str, Tensor]]) -> int:
@@ -151,11 +141,6 @@ def _trainable(model: nn.Module) -> tuple[list[nn.Parameter], torch.dtype]:
                           "(inflow.models.loading.apply_lora) or load an adapter with is_trainable=True")
     return params, torch.promote_types(params[0].dtype, torch.float32)
 
-
-def _keeps_logits(model: nn.Module) -> bool:
-    """Whether the (base) model's forward takes ``logits_to_keep`` (transformers' causal LMs do)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 @contextmanager
