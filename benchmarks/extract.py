@@ -47,6 +47,7 @@ from _common import peak_tflops, result_line, synthetic_examples, tiny_lora_mode
 from inflow.data.batching import bucket_width, collate, length_batches, token_batches
 from inflow.devices import autocast, autocast_dtype, default_batch_tokens, resolve_device, resolve_precision
 from inflow.gradients.blocks import lora_blocks, lora_parameters
+from inflow.gradients.checkpointing import checkpoint_layers
 from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import answer_positions, example_losses, per_example_grads
 from inflow.parallel import resolve_threads
@@ -236,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--precision", default="float32", choices=PRECISIONS,
                    help="autocast of the forward/backward (features.precision)")
     p.add_argument("--peak-tflops", type=float, help="the GPU's peak TFLOP/s at --precision (default: looked up)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute decoder layers in the backward (features.gradient_checkpointing), every method")
     p.add_argument("--defaults", action="store_true",
                    help="what the features stage runs with features.device auto (--device auto, default settings)")
     args = p.parse_args(argv)
@@ -251,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
 
     model = tiny_lora_model(size, r=args.r, seed=args.seed, attention=args.attention).to(device)
+    if args.gradient_checkpointing:
+        checkpoint_layers(model)
     resident = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0  # weights (and LoRA)
     sizes = [b.size for b in lora_blocks(model)]
     state = fake_adam_state(sum(sizes), args.seed, device)
@@ -301,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     figures.update({"sketch_kind": args.kind, "group_mib": args.group_mib, "sketch_cold_s": sketch_cold,
                     "examples": n, "tokens": tokens, "repeats": repeats, "threads": torch.get_num_threads(),
                     "device": args.device, "precision": args.precision, "size": args.size or "", "quick": args.quick,
-                    "attention": args.attention})
+                    "attention": args.attention, "gradient_checkpointing": args.gradient_checkpointing})
     print(result_line(figures), flush=True)
 
 
@@ -315,6 +320,8 @@ def run_defaults(args: argparse.Namespace) -> None:
     lo, hi = args.min_len or (32 if args.quick else 64), args.max_len or (128 if args.quick else 256)
     repeats = args.repeats or 3
     model = tiny_lora_model(size, r=args.r, seed=args.seed, attention="sdpa").to(device)
+    if args.gradient_checkpointing:
+        checkpoint_layers(model)
     resident = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     sizes = [b.size for b in lora_blocks(model)]
     exp_avg, exp_avg_sq = fake_adam_state(sum(sizes), args.seed, device)
@@ -370,7 +377,8 @@ def run_defaults(args: argparse.Namespace) -> None:
                         / max(b * t for b, t in shapes)})
     figures.update({"defaults": True, "batch_tokens": batch_tokens, "workers": workers, "sketch_kind": args.kind,
                     "examples": n, "tokens": tokens, "repeats": repeats, "device": str(device),
-                    "precision": precision, "size": args.size or "", "quick": args.quick, "attention": "sdpa"})
+                    "precision": precision, "size": args.size or "", "quick": args.quick, "attention": "sdpa",
+                    "gradient_checkpointing": args.gradient_checkpointing})
     print(result_line(figures), flush=True)
 
 

@@ -29,3 +29,6 @@ for kind in rademacher sparse_jl hadamard; do
 done
 python3 benchmarks/extract.py --defaults --device cuda --size 7b --min-len 2048 --max-len 2048 --examples 32 \
   --repeats 1 2>&1 | tail -3 | tee "$OUT/defaults_7b.txt"
+# 6. memory per token with activation checkpointing (features.gradient_checkpointing), 7B at 2048 tokens
+python3 benchmarks/extract.py --defaults --device cuda --size 7b --min-len 2048 --max-len 2048 --examples 32 \
+  --gradient-checkpointing --repeats 1 2>&1 | tail -3 | tee -a "$OUT/defaults_7b.txt"

@@ -1,4 +1,4 @@
-"""On a CPU a store's bytes do not depend on the token budget per batch or on the number of threads.
+"""On a CPU a store's bytes do not depend on the token budget per batch, the number of threads or checkpointing.
 
 Every row is padded to its own bucket width, batches run one per thread at one intra-op thread each, and the sketch
 groups are cut by rows, so what is computed for a row is the same whichever rows share its batch. The references
@@ -43,8 +43,10 @@ def test_features_do_not_depend_on_batch_tokens_or_threads(tiny_project, tmp_pat
 
 
 def test_a_store_is_the_same_at_any_budget_and_thread_count(tiny_project, tmp_path: Path) -> None:
+    """... and with activation checkpointing (the recomputed forward gives the same bits)."""
     stores = []
-    for name, settings in [("a", {"batch_tokens": 32, "threads": 1}), ("b", {"batch_tokens": 0, "threads": 2})]:
+    settings_b = {"batch_tokens": 0, "threads": 2, "gradient_checkpointing": True}
+    for name, settings in [("a", {"batch_tokens": 32, "threads": 1}), ("b", settings_b)]:
         job = tiny_project.job(tmp_path / f"{name}.zarr", dtype="float32", chunk_rows=16, **settings)
         extract_store(job, progress=False)
         stores.append(GradientStore.open(job.store))

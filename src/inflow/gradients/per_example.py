@@ -91,7 +91,6 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor])
     n = input_ids.shape[0]
     acc_dtype = torch.promote_types(params[0][1].dtype, torch.float32)
     grads: dict[int, torch.Tensor] = {}  # id(parameter) -> [B, *shape]
-    outputs: list[torch.Tensor] = []
     calls = {name: 0 for name, _ in modules}
 
     def on_forward(name: str, module: torch.nn.Linear) -> Callable[[tuple, torch.Tensor], None]:
@@ -102,11 +101,11 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor])
             def on_grad(grad_out: torch.Tensor) -> None:
                 _accumulate(module, held.pop(), grad_out, n, acc_dtype, grads)
 
-            out.register_hook(on_grad)
-            outputs.append(out)
+            out.register_hook(on_grad)  # lives on out's autograd node: out itself is freed when the forward is done
         return record
 
-    losses = _run_hooked(model, modules, on_forward, calls, outputs, input_ids, attention_mask, labels)
+    weights = [p for _, p in params]
+    losses = _run_hooked(model, modules, on_forward, calls, weights, input_ids, attention_mask, labels)
     flat = [grads.get(id(p), torch.zeros((n, *p.shape), dtype=acc_dtype, device=p.device)).reshape(n, -1)
             for _, p in params]
     return torch.cat(flat, dim=1), losses
@@ -114,9 +113,14 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor])
 
 def _run_hooked(model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]],
                 on_forward: Callable[[str, torch.nn.Linear], Callable[..., None]], calls: dict[str, int],
-                outputs: list[torch.Tensor], input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                weights: list[torch.Tensor], input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor) -> torch.Tensor:
-    """One hooked forward and backward of the batch; returns the detached per-example losses ``[B]``."""
+    """One hooked forward and backward of the batch; returns the detached per-example losses ``[B]``.
+
+    The backward asks for the LoRA weights' (summed) gradients, a small by-product, rather than for the LoRA
+    outputs' gradients, which would keep every output alive until the backward; the per-example gradients come
+    from the hooks on the way. Forwards recomputed during the backward (activation checkpointing) are not
+    recorded again."""
     thread = threading.get_ident()
     _ROUTES[thread] = {id(module): on_forward(name, module) for name, module in modules}
     try:
@@ -126,10 +130,10 @@ def _run_hooked(model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear
             if idle:
                 raise InflowError(f"LoRA modules {idle[:3]} did not run in the forward pass (merged or inactive "
                                   "adapter); unmerge the adapter and set it active before extracting gradients")
-            torch.autograd.grad(losses.sum(), outputs, allow_unused=True)
+            _ROUTES[thread] = {}
+            torch.autograd.grad(losses.sum(), weights, allow_unused=True)
     finally:
         del _ROUTES[thread]
-        outputs.clear()
     return losses.detach()
 
 

@@ -37,6 +37,7 @@ from inflow.data.batching import Encoded, bucket_width, collate, length_batches,
 from inflow.devices import autocast, autocast_dtype, default_batch_tokens, resolve_device, resolve_precision
 from inflow.errors import InflowError
 from inflow.gradients.blocks import keep_blocks, lora_blocks, lora_parameters
+from inflow.gradients.checkpointing import checkpoint_layers
 from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import per_example_grads
 from inflow.methods.in2core.layers import kept_blocks, parse_layers
@@ -138,6 +139,8 @@ class FeatureContext(StoreContext):
             # one batch at a time: the Hessian product switches SDPA to its math backend with torch's process-wide
             # flags, which would change the kernel under a concurrent batch's forward (and could stay switched)
             self.workers = 1
+        elif job.gradient_checkpointing:  # (not under the Hessian products' double backward)
+            checkpoint_layers(self.model)
         adapter_hash, optimizer_hash = checkpoint_digests(job.checkpoint, optimizer=self.adam is not None)
         self.attrs = StoreAttrs(
             model_id=str(job.base_model), model_hash=model_fingerprint(job.base_model),
