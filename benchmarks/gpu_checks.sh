@@ -13,6 +13,7 @@ python3 -m pytest -q tests/sketch/test_rademacher_triton.py tests/sketch/test_sk
 # 2. the sketch alone: torch path vs fused kernel, IEEE fp32 and TF32
 python3 benchmarks/sketch.py --device cuda 2>&1 | tee "$OUT/sketch.txt"
 python3 benchmarks/sketch.py --device cuda --tf32 2>&1 | tee -a "$OUT/sketch.txt"
+python3 benchmarks/sketch.py --device cuda --sweep --repeats 2 2>&1 | tee "$OUT/sketch_sweep.txt"
 # 3. extraction, 1B shape, 128-512 tokens: eager vs sdpa, the table rows
 for att in eager sdpa; do
   python3 benchmarks/extract.py --device cuda --precision bfloat16 --size 1b --min-len 128 --max-len 512 \

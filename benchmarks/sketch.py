@@ -9,10 +9,17 @@ is off (``PieceCache(0)``), as in a features run whose budget the block does not
 
     python benchmarks/sketch.py --device cuda            # an H200: the issue-20 figure
     python benchmarks/sketch.py --quick                  # CPU, under a minute
+    python benchmarks/sketch.py --device cuda --sweep    # time the kernel's tile configurations
+
+``--sweep`` (CUDA) times the fused kernel at every tile configuration of a small grid and prints them fastest first,
+each with ``same_bits``: whether its output equals the default configuration's bit for bit (a tile shape can
+change the summation order; the sketch uses fixed tiles, ``rademacher_triton.TILES``, so stores never depend on
+a timing run).
 """
 
 from __future__ import annotations
 
+import itertools
 import statistics
 
 import torch
@@ -31,6 +38,7 @@ def main() -> None:
     p.add_argument("--dim", type=int, help="sketch dimension (default 8192; quick 1024)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tf32", action="store_true", help="let the fused kernel use TF32 products (not IEEE fp32)")
+    p.add_argument("--sweep", action="store_true", help="time the fused kernel's tile configurations (CUDA)")
     args = p.parse_args()
     apply_threads(args.threads)
     rows = args.rows or (32 if args.quick else 256)
@@ -61,6 +69,8 @@ def main() -> None:
     torch_s = run(torch_path)
     figures: dict[str, object] = {"rows": rows, "in_dim": in_dim, "dim": dim, "torch_s": torch_s,
                                   "torch_tflops": flop / torch_s / 1e12}
+    if args.sweep:
+        return sweep(x, sketch, dim, flop, run, not args.tf32)
     if rademacher_triton.available(x):
         fused = lambda: rademacher_triton.project(x, sketch.key, dim, sketch.scale, ieee=not args.tf32)  # noqa: E731
         gap = (fused() - torch_path()).abs().max().item() / torch_path().abs().max().item()
@@ -71,6 +81,30 @@ def main() -> None:
         figures |= {"fused_s": "n/a"}
     print(machine())
     print(result_line(figures))
+
+
+def sweep(x: torch.Tensor, sketch: RademacherSketch, dim: int, flop: float, run, ieee: bool) -> None:  # noqa: ANN001
+    """Every configuration of a small grid, fastest first, with its TFLOP/s and whether it gives the default's bits."""
+    if not rademacher_triton.available(x):
+        print("--sweep needs a CUDA device with triton")
+        return
+    reference = rademacher_triton.project(x, sketch.key, dim, sketch.scale, ieee=ieee)
+    rows = []
+    grid = itertools.product((32, 64, 128), (32, 64), (2, 4), (4, 8), (2, 3, 4))
+    for block_b, block_k, block_w, warps, stages in grid:
+        tiles = {"block_b": block_b, "block_k": block_k, "block_w": block_w, "num_warps": warps,
+                 "num_stages": stages}
+        try:
+            out = rademacher_triton.project(x, sketch.key, dim, sketch.scale, ieee=ieee, **tiles)
+            seconds = run(lambda: rademacher_triton.project(x, sketch.key, dim, sketch.scale, ieee=ieee, **tiles))
+        except Exception as error:  # noqa: BLE001 (a configuration that does not fit the GPU's shared memory)
+            print(f"  {tiles}: failed ({type(error).__name__})")
+            continue
+        rows.append((seconds, tiles, torch.equal(out, reference)))
+    print(machine())
+    for seconds, tiles, same in sorted(rows, key=lambda r: r[0]):
+        marker = " (default)" if tiles == rademacher_triton.TILES else ""
+        print(result_line({**tiles, "seconds": seconds, "tflops": flop / seconds / 1e12, "same_bits": same}) + marker)
 
 
 if __name__ == "__main__":

@@ -83,14 +83,23 @@ if triton is not None:
                  mask=(rows_b[:, None] < n_rows) & (cols[None, :] < out_dim))
 
 
-def project(x: Tensor, key: int, out_dim: int, scale: float, *, row_offset: int = 0, block_b: int = 64,
-            block_k: int = 32, block_w: int = 2, ieee: bool = True) -> Tensor:
+# Tile sizes of the sketch's calls: fixed, not autotuned, because a tile shape can change the order in which a
+# product's terms are summed (BLOCK_K surely does), and a store's bits must not depend on which configuration a
+# timing run happened to pick. `benchmarks/sketch.py --sweep` times the candidates on a GPU (and says which give
+# the default's bits); set the fastest here with the figures in docs/benchmarks.md.
+TILES = {"block_b": 64, "block_k": 32, "block_w": 2, "num_warps": 4, "num_stages": 3}
+
+
+def project(x: Tensor, key: int, out_dim: int, scale: float, *, row_offset: int = 0,
+            block_b: int = TILES["block_b"], block_k: int = TILES["block_k"], block_w: int = TILES["block_w"],
+            num_warps: int = TILES["num_warps"], num_stages: int = TILES["num_stages"], ieee: bool = True) -> Tensor:
     """``x @ M[row_offset : row_offset + in_dim]``: [B, in_dim] -> [B, out_dim] float32, ``M`` the Rademacher
     matrix of ``key`` (:class:`~inflow.sketch.rademacher.RademacherSketch`), never materialised.
 
     ``x`` float32 (``ieee``: full-precision products; otherwise the GPU may use TF32) or bfloat16/float16
     (tensor-core products, float32 accumulation). ``block_*`` are the tile sizes: rows of ``x``, rows of ``M`` per
-    step, 32-column words of ``M`` per output tile; all powers of two, ``block_k >= 16`` for ``tl.dot``.
+    step, 32-column words of ``M`` per output tile; all powers of two, ``block_k >= 16`` for ``tl.dot``;
+    ``num_warps``, ``num_stages``: Triton's launch settings. Defaults: :data:`TILES`.
     """
     if triton is None:
         raise RuntimeError("the fused Rademacher kernel needs triton (pip install triton); use the torch path")
@@ -100,5 +109,6 @@ def project(x: Tensor, key: int, out_dim: int, scale: float, *, row_offset: int 
     grid = (triton.cdiv(n_rows, block_b), triton.cdiv(out_dim, 32 * block_w))
     _rademacher_kernel[grid](x, out, n_rows, in_dim, out_dim, row_offset, x.stride(0), x.stride(1),
                              out.stride(0), out.stride(1), key & 0xFFFFFFFF, (key >> 32) & 0xFFFFFFFF, scale,
-                             BLOCK_B=block_b, BLOCK_K=block_k, BLOCK_W=block_w, IEEE=ieee)
+                             BLOCK_B=block_b, BLOCK_K=block_k, BLOCK_W=block_w, IEEE=ieee, num_warps=num_warps,
+                             num_stages=num_stages)
     return out
