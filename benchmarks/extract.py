@@ -239,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--peak-tflops", type=float, help="the GPU's peak TFLOP/s at --precision (default: looked up)")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute decoder layers in the backward (features.gradient_checkpointing), every method")
+    p.add_argument("--batch-threads", type=int, default=0,
+                   help="--defaults: gradient batches at once on a CPU (features.threads; default 0, every core)")
     p.add_argument("--defaults", action="store_true",
                    help="what the features stage runs with features.device auto (--device auto, default settings)")
     args = p.parse_args(argv)
@@ -327,7 +329,7 @@ def run_defaults(args: argparse.Namespace) -> None:
     exp_avg, exp_avg_sq = fake_adam_state(sum(sizes), args.seed, device)
     rows = synthetic_examples(n, size.vocab, lo, hi, seed=args.seed)
     batch_tokens = default_batch_tokens(model.config, device)
-    workers = resolve_threads(0) if device.type == "cpu" else 1
+    workers = resolve_threads(args.batch_threads) if device.type == "cpu" else 1
     ctx = SimpleNamespace(model=model, pad_id=0, device=device, autocast=amp, preconditioner=None, hvp_batches=[],
                           adam=SimpleNamespace(exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, beta1=BETA1, beta2=BETA2,
                                                eps=EPS),
