@@ -45,7 +45,8 @@ import torch
 from _common import ATTENTION, SIZES, Stopwatch, apply_threads, device_sync, machine, model_flops, parser
 from _common import peak_tflops, result_line, synthetic_examples, tiny_lora_model
 from inflow.data.batching import bucket_width, collate, length_batches, token_batches
-from inflow.devices import autocast, autocast_dtype, default_batch_tokens, resolve_device, resolve_precision
+from inflow.devices import autocast, autocast_dtype, default_batch_tokens, module_bytes, resolve_device
+from inflow.devices import resolve_precision
 from inflow.gradients.blocks import lora_blocks, lora_parameters
 from inflow.gradients.checkpointing import checkpoint_layers
 from inflow.gradients.features import adam_features
@@ -328,7 +329,7 @@ def run_defaults(args: argparse.Namespace) -> None:
     sizes = [b.size for b in lora_blocks(model)]
     exp_avg, exp_avg_sq = fake_adam_state(sum(sizes), args.seed, device)
     rows = synthetic_examples(n, size.vocab, lo, hi, seed=args.seed)
-    batch_tokens = default_batch_tokens(model.config, device)
+    batch_tokens = default_batch_tokens(model.config, device, resident_bytes=module_bytes(model))
     workers = resolve_threads(args.batch_threads) if device.type == "cpu" else 1
     ctx = SimpleNamespace(model=model, pad_id=0, device=device, autocast=amp, preconditioner=None, hvp_batches=[],
                           adam=SimpleNamespace(exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, beta1=BETA1, beta2=BETA2,

@@ -32,3 +32,10 @@ def test_batch_tokens_scale_with_free_memory_and_model_size() -> None:
     assert big == int(0.6 * 130 * GIB / per_token) // 256 * 256
     assert default_batch_tokens(one_b, cuda, free_bytes=GIB // 100) == 256  # never below one small batch
     assert default_batch_tokens(one_b, torch.device("cpu")) == CPU_BATCH_TOKENS
+
+
+def test_module_bytes_counts_parameters_and_buffers() -> None:
+    from inflow.devices import module_bytes
+
+    layer = torch.nn.BatchNorm1d(10)  # 20 parameters, 21 buffer entries (running mean/var, batch count)
+    assert module_bytes(layer) == 20 * 4 + 20 * 4 + 8

@@ -29,10 +29,14 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 CPU_BATCH_TOKENS = 1024  # per batch; a CPU runs one batch per core at once, so this is per core
 
 
-def default_batch_tokens(config: object, device: torch.device, free_bytes: int | None = None) -> int:
+def default_batch_tokens(config: object, device: torch.device, free_bytes: int | None = None,
+                         resident_bytes: int = 0) -> int:
     """A token budget per gradient batch for a model of this ``config`` (a transformers config) on ``device``.
 
-    CPU: :data:`CPU_BATCH_TOKENS`. GPU: 60% of the free memory (``free_bytes``; default: what CUDA reports)
+    CPU: :data:`CPU_BATCH_TOKENS`. GPU: 60% of the memory left (``free_bytes``; default: the device's total memory
+    less ``resident_bytes``, the model's weights: a function of the GPU model and the job, not of what other
+    processes or cached models hold at the moment, because a GPU store records its token budget and must resume
+    under the same one)
     over an estimate of the bytes a token holds through a per-example gradient pass, ``64 * layers * hidden``
     (the activations the backward keeps, in 16-bit, with room for the per-layer gradient products) plus
     ``8 * vocab`` (float32 logits and their gradient at answer positions), rounded down to a multiple of 256,
@@ -42,7 +46,7 @@ def default_batch_tokens(config: object, device: torch.device, free_bytes: int |
     if device.type != "cuda":
         return CPU_BATCH_TOKENS
     if free_bytes is None:
-        free_bytes, _total = torch.cuda.mem_get_info(device)
+        free_bytes = torch.cuda.get_device_properties(device).total_memory - resident_bytes
     layers = int(getattr(config, "num_hidden_layers", 1))
     hidden = int(getattr(config, "hidden_size", 1))
     vocab = int(getattr(config, "vocab_size", 0))
@@ -64,3 +68,8 @@ def autocast_dtype(precision: str, device: torch.device, key: str = "features.pr
 def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
     """Autocast to ``dtype`` on ``device``'s type; disabled (float32) when ``dtype`` is None."""
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    """Bytes of a module's parameters and buffers (what it keeps resident on its device)."""
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))

@@ -34,7 +34,14 @@ import torch
 
 import inflow
 from inflow.data.batching import Encoded, bucket_width, collate, length_batches, token_batches
-from inflow.devices import autocast, autocast_dtype, default_batch_tokens, resolve_device, resolve_precision
+from inflow.devices import (
+    autocast,
+    autocast_dtype,
+    default_batch_tokens,
+    module_bytes,
+    resolve_device,
+    resolve_precision,
+)
 from inflow.errors import InflowError
 from inflow.gradients.blocks import keep_blocks, lora_blocks, lora_parameters
 from inflow.gradients.checkpointing import checkpoint_layers
@@ -102,7 +109,8 @@ class FeatureContext(StoreContext):
         self.autocast = autocast_dtype(self.precision, self.device)
         self.model = load_adapter_into(load_causal_lm(job.base_model), job.checkpoint).to(self.device)
         self.model.eval()
-        self.batch_tokens = job.batch_tokens or default_batch_tokens(self.model.config, self.device)
+        self.batch_tokens = job.batch_tokens or default_batch_tokens(self.model.config, self.device,
+                                                                     resident_bytes=module_bytes(self.model))
         # CPU: one batch per thread at one intra-op thread each (bits independent of the count); GPU: one stream
         self.workers = resolve_threads(job.threads) if self.device.type == "cpu" else 1
         sketch_dim = job.sketch_dim
