@@ -26,6 +26,19 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "float32"
 
 
+# Rows every matrix product whose rows must not depend on their neighbours is padded to (with zeros): MKL computes
+# products of 1 or 2 rows with other kernels than larger ones (measured: a row gets the same bits in any product of
+# 4 rows or more, not in one of 1 or 2), so a row alone in its batch or sketch group would get other bits.
+MIN_PRODUCT_ROWS = 8
+
+
+def pad_rows(x: torch.Tensor, rows: int = MIN_PRODUCT_ROWS) -> torch.Tensor:
+    """``x [n, k]`` with zero rows appended up to ``rows`` (``x`` itself when it has as many)."""
+    if x.shape[0] >= rows:
+        return x
+    return torch.cat([x, x.new_zeros(rows - x.shape[0], *x.shape[1:])])
+
+
 CPU_BATCH_TOKENS = 1024  # per batch; a CPU runs one batch per core at once, so this is per core
 
 

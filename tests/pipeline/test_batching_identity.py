@@ -1,7 +1,9 @@
-"""On a CPU a store's bytes do not depend on the token budget per batch, the number of threads or checkpointing.
+"""On a CPU a store's bytes do not depend on the token budget per batch, the number of threads, the sketch group
+size or checkpointing.
 
-Every row is padded to its own bucket width, batches run one per thread at one intra-op thread each, and the sketch
-groups are cut by rows, so what is computed for a row is the same whichever rows share its batch. The references
+Every row is padded to its own bucket width, batches run one per thread at one intra-op thread each, and every
+matrix product whose rows must be independent has at least 8 rows, so what is computed for a row is the same
+whichever rows share its batch or its sketch call. The references
 are other settings of the same extraction (float32 stores, so no rounding hides a difference), and a control
 shows that the comparison can fail: a row padded to another width gets other bits.
 """
@@ -30,7 +32,7 @@ def _context(tiny_project, tmp_path: Path, kind: str = "rademacher") -> tuple[Fe
 
 
 @pytest.mark.parametrize("kind", ["rademacher", "sparse_jl", "hadamard"])
-def test_features_do_not_depend_on_batch_tokens_or_threads(tiny_project, tmp_path: Path, kind: str) -> None:
+def test_features_do_not_depend_on_budget_threads_or_groups(tiny_project, tmp_path: Path, kind: str) -> None:
     ctx, rows = _context(tiny_project, tmp_path, kind)
     assert len({len(r) for r in rows}) > 4  # rows of many lengths, so the budgets batch them differently
     group_bytes = 5 * 4 * ctx.sketch.in_dim  # 5 rows a sketch call: groups cut across batches
@@ -39,6 +41,9 @@ def test_features_do_not_depend_on_batch_tokens_or_threads(tiny_project, tmp_pat
         for batch_tokens, workers in [(1, 1), (64, 2), (200, 3), (10_000, 2)]:
             got = featurize(ctx, rows, batch_tokens, True, group_bytes, workers=workers)
             assert got.numpy().tobytes() == reference.numpy().tobytes(), (batch_tokens, workers)
+        for rows_per_group in (0, 1, 3, 1000):  # and the sketch groups: 0 is one call per batch
+            got = featurize(ctx, rows, 64, True, rows_per_group * 4 * ctx.sketch.in_dim, workers=2)
+            assert got.numpy().tobytes() == reference.numpy().tobytes(), rows_per_group
     assert reference.abs().sum(dim=1).min() > 0  # every row was written
 
 

@@ -25,8 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from inflow.devices import MIN_PRODUCT_ROWS, pad_rows
+
 IGNORE = -100
-MIN_HEAD_ROWS = 8  # rows of every LM-head product (padded with zeros): the kernel MKL uses for any batch
+MIN_HEAD_ROWS = MIN_PRODUCT_ROWS  # rows of every LM-head product (padded with zeros): MKL's kernel for any batch
 HEAD_CHUNK_BYTES = 256 << 20  # float32 logits per chunk of the LM head
 # model types whose causal LM computes logits = lm_head(model(x).last_hidden_state), nothing more
 PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo", "olmo2"})
@@ -124,9 +126,7 @@ def _head_losses(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Ten
 def _chunk_losses(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of one chunk, its head product padded to :data:`MIN_HEAD_ROWS` rows."""
     n = hidden.shape[0]
-    if n < MIN_HEAD_ROWS:
-        hidden = torch.cat([hidden, hidden.new_zeros(MIN_HEAD_ROWS - n, hidden.shape[1])])
-    logits = head(hidden)[:n]
+    logits = head(pad_rows(hidden, MIN_HEAD_ROWS))[:n]
     if logits.dtype not in (torch.float32, torch.float64):
         logits = logits.float()
     return F.cross_entropy(logits, targets, reduction="none")

@@ -14,11 +14,11 @@ one torch intra-op thread (:mod:`inflow.parallel`).
 
 Bit-identity: a store's bytes are a function of its job (model, checkpoint, data, settings), whatever the
 order, number or placement of the processes that filled it, given the same hardware and software. On a CPU they
-do not depend on ``features.threads`` or ``features.batch_tokens`` either (tested): a row's computation has the
-same shapes whatever rows share its batch (its own width; MKL gives a matrix row the same bits in any product of
-at least 4 rows) and runs on one intra-op thread, and the sketch groups are cut by rows in an order the budget
-does not change. They do depend on ``features.sketch_group_mib`` (the last group of a chunk may be under 4 rows)
-and, on a GPU, on ``features.batch_tokens`` (cuBLAS picks its kernel by shape): the store records those
+do not depend on ``features.threads``, ``features.batch_tokens`` or ``features.sketch_group_mib`` either
+(tested): a row's computation has the same shapes whatever rows share its batch (its own width), runs on one
+intra-op thread, and every product whose rows must be independent has at least 8 rows (MKL gives a matrix row
+the same bits in any product of 4 rows or more: :data:`inflow.devices.MIN_PRODUCT_ROWS`). On a GPU they depend on
+the token budget and the sketch group size (cuBLAS picks its kernel by shape): the store records those
 (:func:`extraction_settings`), with content hashes of the checkpoint (:mod:`inflow.store.identity`), and refuses
 to be resumed or grown under other ones.
 """
@@ -174,14 +174,14 @@ def extraction_settings(job: FeatureJob, device: torch.device, adam: AdamState |
     """The job's settings that the feature bytes depend on beyond the model, checkpoint, rows and sketch.
 
     Adam's betas/eps (read from the checkpoint) and where eps goes change the features themselves; the batching
-    rule, the sketch group size and (on a GPU, or with ``sketch_group_mib: 0``, one group per batch) the token
-    budget change the floating-point summation order, so the bytes; the device type changes the kernels. The
-    CPU thread count, the token budget on a CPU and where chunks run (threads, Dask workers) do not (tested), so
-    they are not recorded: a store grows or resumes under any of them.
+    rule (padding widths) and, on a GPU, the token budget and the sketch group size change the floating-point
+    summation order, so the bytes; the device type changes the kernels. On a CPU the thread count, the token
+    budget, the sketch group size and where chunks run (threads, Dask workers) do not (tested), so they are not
+    recorded: a store grows or resumes under any of them.
     """
-    settings: dict = {"batching": BATCHING, "sketch_group_mib": job.sketch_group_mib, "device": device.type}
-    if device.type != "cpu" or job.sketch_group_mib == 0:
-        settings["batch_tokens"] = batch_tokens
+    settings: dict = {"batching": BATCHING, "device": device.type}
+    if device.type != "cpu":  # cuBLAS and the fused kernel pick their kernels by shape
+        settings |= {"batch_tokens": batch_tokens, "sketch_group_mib": job.sketch_group_mib}
     if job.layers:
         settings["layers"] = job.layers
     if adam is not None and job.feature_kind == "adam":

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from inflow.devices import pad_rows
 from inflow.sketch import rademacher_triton
 from inflow.sketch.cache import MIB, PieceCache
 from inflow.sketch.counter_rng import random_words_range, stream_key
@@ -75,11 +76,13 @@ class RademacherSketch:
         assert x.dim() == 2 and x.shape[1] == self.in_dim
         if x.dtype == torch.float32 and rademacher_triton.available(x):  # one fused kernel, signs in registers
             return rademacher_triton.project(x, self.key, self.out_dim, self.scale)
+        n = x.shape[0]
+        x = pad_rows(x)  # a row's bits must not depend on how many rows share the call (inflow.devices)
         out = torch.zeros(x.shape[0], 32 * self.n_words, dtype=x.dtype, device=x.device)
         for start in range(0, self.in_dim, self.piece_rows):
             stop = min(start + self.piece_rows, self.in_dim)
             out.addmm_(x[:, start:stop], self.matrix_rows(start, stop, x.dtype, x.device))
-        return out[:, : self.out_dim]
+        return out[:n, : self.out_dim]
 
     def _table(self, dtype: torch.dtype, device: torch.device) -> Tensor:
         """[256, 8]: entry ``[v, k]`` is ``+scale`` where bit k of byte v is set, else ``-scale``."""
