@@ -53,7 +53,7 @@ from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import answer_positions, example_losses, per_example_grads
 from inflow.parallel import resolve_threads
 from inflow.pipeline.features import featurize
-from inflow.pipeline.stores import torch_threads
+from inflow.parallel import torch_threads
 from inflow.sketch import BlockSketch
 from inflow.sketch.block import allocate_dims
 from inflow.sketch.cache import MIB

@@ -9,7 +9,9 @@ intra-op thread, keeps every batch's bits what a single thread computes, whateve
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -42,6 +44,27 @@ def resolve_threads(threads: int) -> int:
     if threads < 0:
         raise ValueError(f"threads must be >= 0 (0: every core this process is given), got {threads}")
     return threads or available_cores()
+
+
+_THREADS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the body with ``n`` torch intra-op threads (0: unchanged), one body per process at a time.
+
+    Torch's thread count is process-wide, so bodies in several threads (chunk extractions mapped on a thread pool)
+    take turns, and the count is restored after. Work inside a body may still run on threads of its own
+    (:func:`single_thread_pool`).
+    """
+    with _THREADS_LOCK:
+        before = torch.get_num_threads()
+        if n:
+            torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def single_thread_pool(workers: int, name: str = "inflow") -> ThreadPoolExecutor:

@@ -9,7 +9,7 @@ from test_per_example import ALL, LENGTHS, make_batch, tiny_lora
 
 from inflow.gradients.checkpointing import checkpoint_layers, decoder_layers
 from inflow.gradients.per_example import per_example_grads, per_example_grads_loop
-from inflow.pipeline.stores import torch_threads
+from inflow.parallel import torch_threads
 
 
 def _saved_bytes(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> int:

@@ -158,7 +158,7 @@ def test_a_row_with_one_answer_token_gets_the_same_bits_alone_or_in_a_batch(monk
     """MKL computes products of 1-2 rows with other kernels: every LM-head product is padded to 8 rows, so a row
     with 1-3 answer tokens gets the bits it gets next to other rows (float32, one thread)."""
     from inflow.gradients import losses
-    from inflow.pipeline.stores import torch_threads
+    from inflow.parallel import torch_threads
 
     if not plain:
         monkeypatch.setattr(losses, "PLAIN_HEAD_MODELS", frozenset())
@@ -300,7 +300,7 @@ def test_concurrent_calls_on_one_model_give_the_serial_bits_and_restore_train_mo
     its own forward, the bits equal serial calls, and eval mode is held until the last call ends."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from inflow.pipeline.stores import torch_threads
+    from inflow.parallel import torch_threads
 
     model = tiny_lora(dtype=torch.float32, targets=ALL)
     model.train()

@@ -18,8 +18,8 @@ import torch
 
 from inflow.data.batching import bucket_width, collate
 from inflow.gradients.per_example import per_example_grads
+from inflow.parallel import torch_threads
 from inflow.pipeline.features import FeatureContext, extract_store, featurize
-from inflow.pipeline.stores import torch_threads
 from inflow.store import GradientStore
 
 ROWS = 24

@@ -19,14 +19,13 @@ there are or in which order chunks run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import shutil
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -39,6 +38,7 @@ from inflow.data.pool import load_pool
 from inflow.data.render import encode_pool, encode_targets
 from inflow.data.targets import target_sources
 from inflow.errors import InflowError, StoreMismatchError
+from inflow.parallel import torch_threads
 from inflow.paths import POOL_SPLIT
 from inflow.pipeline.feature_jobs import job_from_json, job_summary
 from inflow.store import GradientStore, RowManifest, StoreAttrs, row_hash
@@ -152,26 +152,6 @@ def _context(job: StoreJob, refresh: bool = False) -> StoreContext:
                 _CONTEXTS.popitem(last=False)
         _CONTEXTS.move_to_end(job)
         return _CONTEXTS[job]
-
-
-_THREADS_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the body with ``n`` torch intra-op threads (0: unchanged), one body per process at a time.
-
-    Torch's thread count is process-wide, so concurrent extractions in threads take turns (they already do:
-    :func:`~inflow.gradients.per_example.per_example_grads` locks the model), and the count is restored after.
-    """
-    with _THREADS_LOCK:
-        before = torch.get_num_threads()
-        if n:
-            torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
 
 
 def open_store(job: StoreJob, *, rebuild: bool = False) -> list[int]:
