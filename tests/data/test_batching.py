@@ -8,7 +8,6 @@ import torch
 from inflow.data.batching import (
     IGNORE_INDEX,
     Encoded,
-    batch_order,
     bucket_width,
     collate,
     length_batches,
@@ -77,6 +76,11 @@ def test_bucket_width_pads_at_most_an_eighth_and_always_at_least_one_token() -> 
     assert [bucket_width(n) for n in (1, 8, 20, 100, 2047, 2048)] == [8, 16, 24, 104, 2048, 2056]
     with pytest.raises(ValueError, match="at least one token"):
         bucket_width(0)
+
+
+def batch_order(batches: list[list[int]]) -> list[int]:
+    """The rows of ``batches`` in the order the batches list them."""
+    return [i for batch in batches for i in batch]
 
 
 def test_token_batches_fill_the_budget_with_rows_of_one_width() -> None:

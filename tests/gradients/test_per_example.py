@@ -135,7 +135,7 @@ def test_lm_head_runs_on_scored_tokens_only_in_recomputed_chunks(monkeypatch: py
         handle.remove()
     chunks = -(-scored // 9)
     assert len(seen) == 2 * chunks  # each chunk's forward, then its recomputation in the backward
-    assert all(shape[1] == 32 and shape[0] in (9, max(scored % 9, losses.MIN_HEAD_ROWS)) for shape in seen)
+    assert all(shape[1] == 32 and shape[0] in (9, max(scored % 9, losses.MIN_PRODUCT_ROWS)) for shape in seen)
     assert scored < len(LENGTHS) * 16
     torch.testing.assert_close(chunked, reference, rtol=0, atol=1e-12)
     torch.testing.assert_close(chunked_losses, reference_losses, rtol=0, atol=1e-12)

@@ -147,8 +147,3 @@ def token_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
         else:
             batches.append([i])
     return batches
-
-
-def batch_order(batches: Sequence[Sequence[int]]) -> list[int]:
-    """The rows of ``batches`` in the order the batches list them (``token_batches``' row order)."""
-    return [i for batch in batches for i in batch]

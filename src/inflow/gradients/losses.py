@@ -10,7 +10,7 @@
 
 Bits: a matrix row of the LM head's product gets the same bits whatever the batch only when the product has enough
 rows (MKL computes products of 1-2 rows with other kernels, so a row with one answer token got other bits alone
-than next to other rows): every head product is padded to at least :data:`MIN_HEAD_ROWS` rows.
+than next to other rows): every head product is padded to at least :data:`MIN_PRODUCT_ROWS` rows.
 
 Models whose logits are exactly ``lm_head(decoder(x))`` (:data:`PLAIN_HEAD_MODELS`) take the gathered path; others
 (softcapped or scaled logits, LoRA on the head) fall back to transformers' ``logits_to_keep`` at the union of the
@@ -28,7 +28,6 @@ from torch.utils.checkpoint import checkpoint
 from inflow.devices import MIN_PRODUCT_ROWS, pad_rows
 
 IGNORE = -100
-MIN_HEAD_ROWS = MIN_PRODUCT_ROWS  # rows of every LM-head product (padded with zeros): MKL's kernel for any batch
 HEAD_CHUNK_BYTES = 256 << 20  # float32 logits per chunk of the LM head
 # model types whose causal LM computes logits = lm_head(model(x).last_hidden_state), nothing more
 PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo", "olmo2"})
@@ -112,7 +111,7 @@ def _plain_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linea
 
 def _head_losses(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor, recompute: bool) -> torch.Tensor:
     """Cross-entropy ``[N]`` of ``head(hidden [N, h])`` against ``targets [N]``, in chunks of rows."""
-    chunk = max(MIN_HEAD_ROWS, HEAD_CHUNK_BYTES // (4 * head.out_features))
+    chunk = max(MIN_PRODUCT_ROWS, HEAD_CHUNK_BYTES // (4 * head.out_features))
     pieces = []
     for start in range(0, hidden.shape[0], chunk):
         h, t = hidden[start:start + chunk], targets[start:start + chunk]
@@ -124,9 +123,9 @@ def _head_losses(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Ten
 
 
 def _chunk_losses(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of one chunk, its head product padded to :data:`MIN_HEAD_ROWS` rows."""
+    """Cross-entropy of one chunk, its head product padded to :data:`MIN_PRODUCT_ROWS` rows."""
     n = hidden.shape[0]
-    logits = head(pad_rows(hidden, MIN_HEAD_ROWS))[:n]
+    logits = head(pad_rows(hidden, MIN_PRODUCT_ROWS))[:n]
     if logits.dtype not in (torch.float32, torch.float64):
         logits = logits.float()
     return F.cross_entropy(logits, targets, reduction="none")
@@ -135,14 +134,14 @@ def _chunk_losses(head: torch.nn.Linear, hidden: torch.Tensor, targets: torch.Te
 def _kept_logits_losses(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         labels: torch.Tensor) -> torch.Tensor:
     """The fallback: ``logits_to_keep`` at the batch's answer positions (padded so the head product has at least
-    :data:`MIN_HEAD_ROWS` rows; the extra positions score nothing), or full logits."""
+    :data:`MIN_PRODUCT_ROWS` rows; the extra positions score nothing), or full logits."""
     if not keeps_logits(model):
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         return example_losses(logits, labels)
     keep = answer_positions(labels)
     batch, width = labels.shape
     targets = labels[:, keep + 1]
-    need = -(-MIN_HEAD_ROWS // batch) - keep.numel()
+    need = -(-MIN_PRODUCT_ROWS // batch) - keep.numel()
     if need > 0:
         taken = set(keep.tolist())
         extra = torch.tensor([p for p in range(width) if p not in taken][:need], dtype=keep.dtype,
