@@ -64,12 +64,14 @@ ATTENTION = ("eager", "sdpa")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
-def tiny_lora_model(size: ModelSize, r: int = 8, seed: int = 0, attention: str = "eager") -> torch.nn.Module:
+def tiny_lora_model(size: ModelSize, r: int = 8, seed: int = 0, attention: str = "eager",
+                    device: torch.device | str = "cpu") -> torch.nn.Module:
     """A random-init ``LlamaForCausalLM`` of ``size`` (``attention``: HF's eager attention, as the figures in
     docs/benchmarks.md were taken, or torch's SDPA, what the features stage loads; fp32) wrapped with LoRA on q/k/v/o.
 
     Half as many key/value heads as query heads (as :func:`inflow.models.factory.build_tiny_model` builds) unless
-    the size says otherwise.
+    the size says otherwise. The weights are created and initialised on ``device`` (a 7B model's random init takes
+    seconds on a GPU, minutes on a CPU; the values differ between devices, which no figure depends on).
 
     LoRA goes through :func:`inflow.models.loading.apply_lora` with the project's own ``LoraConfig`` (only ``r``
     changed), so the adapters are the ones the pipeline builds. ``lora_B`` is zero after peft's init, which would
@@ -86,7 +88,9 @@ def tiny_lora_model(size: ModelSize, r: int = 8, seed: int = 0, attention: str =
                          num_key_value_heads=size.key_value_heads, max_position_embeddings=4096,
                          tie_word_embeddings=True, pad_token_id=0, bos_token_id=1, eos_token_id=2,
                          attn_implementation=attention)
-    model = apply_lora(LlamaForCausalLM(config), LoraConfig(r=r, target_modules=LORA_TARGETS))
+    with torch.device(device):
+        base = LlamaForCausalLM(config)
+    model = apply_lora(base, LoraConfig(r=r, target_modules=LORA_TARGETS))
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:

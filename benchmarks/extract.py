@@ -51,9 +51,8 @@ from inflow.gradients.blocks import lora_blocks, lora_parameters
 from inflow.gradients.checkpointing import checkpoint_layers
 from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import answer_positions, example_losses, per_example_grads
-from inflow.parallel import resolve_threads
+from inflow.parallel import resolve_threads, torch_threads
 from inflow.pipeline.features import featurize
-from inflow.parallel import torch_threads
 from inflow.sketch import BlockSketch
 from inflow.sketch.block import allocate_dims
 from inflow.sketch.cache import MIB
@@ -256,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     repeats = args.repeats or 3
     torch.manual_seed(args.seed)
 
-    model = tiny_lora_model(size, r=args.r, seed=args.seed, attention=args.attention).to(device)
+    model = tiny_lora_model(size, r=args.r, seed=args.seed, attention=args.attention, device=device)
     if args.gradient_checkpointing:
         checkpoint_layers(model)
     resident = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0  # weights (and LoRA)
@@ -322,7 +321,7 @@ def run_defaults(args: argparse.Namespace) -> None:
     n = args.examples or (64 if args.quick else 256)
     lo, hi = args.min_len or (32 if args.quick else 64), args.max_len or (128 if args.quick else 256)
     repeats = args.repeats or 3
-    model = tiny_lora_model(size, r=args.r, seed=args.seed, attention="sdpa").to(device)
+    model = tiny_lora_model(size, r=args.r, seed=args.seed, attention="sdpa", device=device)
     if args.gradient_checkpointing:
         checkpoint_layers(model)
     resident = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0

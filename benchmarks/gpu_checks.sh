@@ -1,35 +1,75 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 20 as one prepared script, for a session lent a GPU machine (device tool `run`).
-# The image has torch, transformers and peft, not zarr or polars: carry their wheels as the device README says
-# (`.whl/`, python 3.12 manylinux x86-64: zarr, numcodecs, donfig, crc32c, polars, polars-runtime-32, pyarrow if
-# needed) and start the command with its `pip install --target <a temporary dir>` line. Figures go to $OUT
-# (set by the device tool; a fresh temporary directory otherwise), then into docs/benchmarks.md.
+# The GPU checks of issue 20 as one prepared script, sized for one device-tool call (a command runs at most 10
+# minutes, a session has 15 minutes of device time in all, the machine's start included).
+#
+# The image has torch, transformers and peft, not zarr or polars. Once, here, in the repo's root:
+#   echo /.whl/ >> .git/info/exclude
+#   for p in zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 google-crc32c==1.9.0 polars==2.1.0 \
+#            polars-runtime-32==2.1.0; do python3 -m pip download -q --no-deps --only-binary=:all: \
+#     --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux2014_x86_64 -d .whl "$p"; done                              # 62 MB, under the 64 MiB
+# then the device tool's `run` with carry [".whl"], timeout_s 600 and the command
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+#     .whl/*.whl && export PYTHONPATH=/tmp/site || exit; bash benchmarks/gpu_checks.sh
+#
+# Steps run in order of what the issue needs most (the CUDA tests, the defaults' figures at 1B for every sketch
+# kind, 7B at 2048 tokens with and without checkpointing, then the kernel's tile sweep and the issue's own table
+# rows), each under `timeout` with at most its cap and what is left of GPU_CHECKS_BUDGET_S (default 560 s); a step
+# that would get less than its minimum is skipped, and $OUT/steps.txt says so. GPU_CHECKS_STEPS (names, space
+# separated) runs only those steps: a second call for what the first skipped. GPU_CHECKS_DRY=1 runs every step
+# on the CPU at the quick size in a few minutes: it checks this script's plumbing here, no figures.
+# Figures go to $OUT (set by the device tool; a fresh temporary directory otherwise), then into docs/benchmarks.md.
 set -uo pipefail
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD/src" PYTHONUNBUFFERED=1
 OUT="${OUT:-$(mktemp -d)}"; mkdir -p "$OUT"; echo "figures in $OUT"
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-# 1. CUDA tests: the fused kernel against the CPU path (float32 and bfloat16), device invariance of the sketches
-python3 -m pytest -q tests/sketch/test_rademacher_triton.py tests/sketch/test_sketch_invariance.py 2>&1 | tee "$OUT/tests.txt"
-# 2. the sketch alone: torch path vs fused kernel, IEEE fp32 and TF32
-python3 benchmarks/sketch.py --device cuda 2>&1 | tee "$OUT/sketch.txt"
-python3 benchmarks/sketch.py --device cuda --tf32 2>&1 | tee -a "$OUT/sketch.txt"
-python3 benchmarks/sketch.py --device cuda --sweep --repeats 2 2>&1 | tee "$OUT/sketch_sweep.txt"
-# 3. extraction, 1B shape, 128-512 tokens: eager vs sdpa, the issue's table rows
-for att in eager sdpa; do
-  python3 benchmarks/extract.py --device cuda --precision bfloat16 --size 1b --min-len 128 --max-len 512 \
-    --attention "$att" --repeats 2 2>&1 | tail -3 | tee -a "$OUT/extract_1b.txt"
-done
-# 4. extraction, 7B shape (Llama-2-7B, LoRA r 8 on q,k,v,o), 2048-token rows: does it fit, at what fraction of peak
-python3 benchmarks/extract.py --device cuda --precision bfloat16 --size 7b --min-len 2048 --max-len 2048 \
-  --examples 32 --batch-size 4 --attention sdpa --repeats 1 2>&1 | tail -3 | tee "$OUT/extract_7b.txt"
-# 5. the features stage's own path at its defaults (features.device: auto): token batches, precision auto, SDPA,
-#    fused sketch; every sketch kind at 1B (the sketch's share is the difference between kinds), then 7B at 2048
+BUDGET="${GPU_CHECKS_BUDGET_S:-560}"
+ONLY=" ${GPU_CHECKS_STEPS:-} "
+PY="${PYTHON:-python3}"
+if [[ "${GPU_CHECKS_DRY:-0}" == 1 ]]; then  # the CPU at the quick size: every step's command line, no figures
+  DEV=cpu; S1B=(--quick --examples 16); S7B=(--quick --examples 8 --min-len 100 --max-len 100); REP=1
+  SK=(--quick); SWEEP=(--quick)
+else
+  DEV=cuda; S1B=(--size 1b --min-len 128 --max-len 512); S7B=(--size 7b --min-len 2048 --max-len 2048 --examples 32)
+  REP=2; SK=(); SWEEP=(--repeats 2)
+fi
+START=$SECONDS
+
+step() {  # NAME CAP_S MIN_S FILE COMMAND...: run COMMAND under the budget, its output appended to $OUT/FILE
+  local name=$1 cap=$2 min=$3 file=$4; shift 4
+  if [[ "$ONLY" != "  " && "$ONLY" != *" $name "* ]]; then return; fi
+  local left=$((BUDGET - (SECONDS - START)))
+  if ((left < min)); then echo "$name: skipped, $left s left of $BUDGET" | tee -a "$OUT/steps.txt"; return; fi
+  local limit=$((cap < left ? cap : left)) t0=$SECONDS
+  echo "== $name (limit $limit s): $*" | tee -a "$OUT/$file"
+  timeout --signal=INT --kill-after=15 "$limit" "$@" 2>&1 | tee -a "$OUT/$file"
+  echo "$name: rc ${PIPESTATUS[0]} in $((SECONDS - t0)) s (limit $limit)" | tee -a "$OUT/steps.txt"
+}
+
+step env 30 5 env.txt bash -c "nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>&1; $PY -c \
+'import torch, transformers, peft; print(torch.__version__, torch.version.cuda, transformers.__version__, \
+peft.__version__); import triton; print(\"triton\", triton.__version__)'"
+# 1. CUDA tests: the fused kernel against the CPU path (fp32, bf16), the sketches' device invariance, sparse JL run to
+#    run, training on a GPU, the features stage on CUDA (vs the CPU, bf16 directions, run to run, checkpointing)
+step tests 150 60 tests.txt "$PY" -m pytest -q -p no:cacheprovider --basetemp "$(mktemp -d)/bt" \
+  tests/sketch/test_rademacher_triton.py tests/sketch/test_sketch_invariance.py tests/sketch/test_sketch_jl.py \
+  tests/pipeline/test_features_cuda.py tests/training/test_loop.py -k "cuda or gpu or triton or fused"
+# 2. the features stage's own path at its defaults (features.device: auto: token batches, precision auto, SDPA,
+#    fused sketch), 1B shape, 128-512 tokens: every sketch kind (the sketch's share is the difference between kinds)
 for kind in rademacher sparse_jl hadamard; do
-  python3 benchmarks/extract.py --defaults --device cuda --size 1b --min-len 128 --max-len 512 --kind "$kind" \
-    --repeats 2 2>&1 | tail -3 | tee -a "$OUT/defaults_1b.txt"
+  step "defaults_1b_$kind" 150 45 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S1B[@]}" \
+    --kind "$kind" --repeats "$REP"
 done
-python3 benchmarks/extract.py --defaults --device cuda --size 7b --min-len 2048 --max-len 2048 --examples 32 \
-  --repeats 1 2>&1 | tail -3 | tee "$OUT/defaults_7b.txt"
-# 6. memory per token with activation checkpointing (features.gradient_checkpointing), 7B at 2048 tokens
-python3 benchmarks/extract.py --defaults --device cuda --size 7b --min-len 2048 --max-len 2048 --examples 32 \
-  --gradient-checkpointing --repeats 1 2>&1 | tail -3 | tee -a "$OUT/defaults_7b.txt"
+# 3. 7B shape (Llama-2-7B, LoRA r 8 on q,k,v,o), 2048-token rows: fits? fraction of peak, memory per token, then
+#    with activation checkpointing (features.gradient_checkpointing)
+step defaults_7b 170 70 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S7B[@]}" --repeats 1
+step defaults_7b_checkpointing 170 70 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" \
+  "${S7B[@]}" --repeats 1 --gradient-checkpointing
+# 4. the sketch alone: torch path vs fused kernel (IEEE fp32), then the tile sweep (which tiles keep the bits)
+step sketch 60 20 sketch.txt "$PY" benchmarks/sketch.py --device "$DEV" "${SK[@]}"
+step sweep 120 40 sketch.txt "$PY" benchmarks/sketch.py --device "$DEV" --sweep "${SWEEP[@]}"
+# 5. the issue's table rows (standard mode: rows per batch, eager vs SDPA) for comparison with b30bd0b
+for att in eager sdpa; do
+  step "standard_1b_$att" 120 45 standard.txt "$PY" benchmarks/extract.py --device "$DEV" \
+    --precision "$([[ $DEV == cuda ]] && echo bfloat16 || echo float32)" "${S1B[@]}" --attention "$att" --repeats "$REP"
+done
+echo "done in $((SECONDS - START)) s of $BUDGET" | tee -a "$OUT/steps.txt"

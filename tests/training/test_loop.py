@@ -176,7 +176,8 @@ def test_gradient_checkpointing_changes_nothing_but_memory() -> None:
         cfg = TrainConfig(epochs=1, lr=1e-2, batch_size=4, gradient_checkpointing=checkpointing)
         log = train_lora(model, _ragged(8), cfg, pad_id=0).log_history
         runs.append(([e["loss"] for e in log], _lora_state(model)))
-        assert not model.get_base_model().is_activation_checkpointing  # switched off again after training
+        # switched off again after training (the layers' own flag; the model's property was renamed in 5.2x)
+        assert not any(getattr(m, "gradient_checkpointing", False) for m in model.get_base_model().modules())
     assert runs[0][0] == pytest.approx(runs[1][0], rel=1e-12)
     assert all(torch.allclose(runs[0][1][k], runs[1][1][k], rtol=1e-10) for k in runs[0][1])
 

@@ -1,0 +1,40 @@
+"""``benchmarks/gpu_checks.sh`` keeps working between the sessions that are lent a GPU: its dry run (every step's
+command on the CPU at the quick size) finishes every step with status 0, and its budget skips what does not fit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = ["env", "tests", "defaults_1b_rademacher", "defaults_1b_sparse_jl", "defaults_1b_hadamard", "defaults_7b",
+         "defaults_7b_checkpointing", "sketch", "sweep", "standard_1b_eager", "standard_1b_sdpa"]
+
+
+def _run(out: Path, **env: str) -> list[str]:
+    full = {**os.environ, "GPU_CHECKS_DRY": "1", "PYTHON": sys.executable, "OUT": str(out), **env}
+    subprocess.run(["bash", "benchmarks/gpu_checks.sh"], cwd=ROOT, env=full, check=True, capture_output=True,
+                   timeout=900)
+    return (out / "steps.txt").read_text().splitlines()
+
+
+@pytest.mark.slow
+def test_the_dry_run_runs_every_step(tmp_path: Path) -> None:
+    lines = _run(tmp_path)
+    ran = {line.split(":")[0]: line for line in lines[:-1]}
+    assert list(ran) == STEPS
+    assert all(": rc 0 in " in line for line in ran.values()), lines
+    assert lines[-1].startswith("done in ")
+    defaults = (tmp_path / "defaults.txt").read_text()
+    assert defaults.count("speedup_vs_less_loop=") == 5  # each defaults step printed its figures
+
+
+def test_the_budget_skips_steps_and_steps_can_be_named(tmp_path: Path) -> None:
+    lines = _run(tmp_path, GPU_CHECKS_BUDGET_S="60", GPU_CHECKS_STEPS="sketch defaults_7b")
+    assert lines[0].startswith("defaults_7b: skipped")  # its minimum is 70 s, the whole budget 60
+    assert lines[1].startswith("sketch: rc 0 in ")
+    assert len(lines) == 3 and lines[2].startswith("done in ")
