@@ -13,11 +13,12 @@
 #     .whl/*.whl && export PYTHONPATH=/tmp/site || exit; bash benchmarks/gpu_checks.sh
 #
 # Steps run in order of what the issue needs most (the CUDA tests, the defaults' figures at 1B for every sketch
-# kind, 7B at 2048 tokens with and without checkpointing, then the kernel's tile sweep and the issue's own table
-# rows), each under `timeout` with at most its cap and what is left of GPU_CHECKS_BUDGET_S (default 560 s); a step
-# that would get less than its minimum is skipped, and $OUT/steps.txt says so. GPU_CHECKS_STEPS (names, space
-# separated) runs only those steps: a second call for what the first skipped. GPU_CHECKS_DRY=1 runs every step
-# on the CPU at the quick size in a few minutes: it checks this script's plumbing here, no figures.
+# kind, 7B at 2048 tokens with and without checkpointing, the kernel's tile sweep, 7B with the padding mask, then
+# the issue's own table rows), each under `timeout` with at most its cap and what is left of GPU_CHECKS_BUDGET_S
+# (default 560 s); a step that would get less than its minimum is skipped, and $OUT/steps.txt says so.
+# GPU_CHECKS_STEPS (names, space separated) runs only those steps: a second call for what the first skipped.
+# GPU_CHECKS_DRY=1 runs every step on the CPU at the quick size in about a minute: it checks this script's
+# plumbing here (tests/benchmarks/test_gpu_checks.py), no figures.
 # Figures go to $OUT (set by the device tool; a fresh temporary directory otherwise), then into docs/benchmarks.md.
 set -uo pipefail
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD/src" PYTHONUNBUFFERED=1
@@ -67,7 +68,10 @@ step defaults_7b_checkpointing 170 70 defaults.txt "$PY" benchmarks/extract.py -
 # 4. the sketch alone: torch path vs fused kernel (IEEE fp32), then the tile sweep (which tiles keep the bits)
 step sketch 60 20 sketch.txt "$PY" benchmarks/sketch.py --device "$DEV" "${SK[@]}"
 step sweep 120 40 sketch.txt "$PY" benchmarks/sketch.py --device "$DEV" --sweep "${SWEEP[@]}"
-# 5. the issue's table rows (standard mode: rows per batch, eager vs SDPA) for comparison with b30bd0b
+# 5. what dropping the padding mask on a GPU gains (SDPA's causal flash kernel vs its masked kernel), 7B at 2048
+step defaults_7b_masked 170 70 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S7B[@]}" \
+  --repeats 1 --padding-mask
+# 6. the issue's table rows (standard mode: rows per batch, eager vs SDPA) for comparison with b30bd0b
 for att in eager sdpa; do
   step "standard_1b_$att" 120 45 standard.txt "$PY" benchmarks/extract.py --device "$DEV" \
     --precision "$([[ $DEV == cuda ]] && echo bfloat16 || echo float32)" "${S1B[@]}" --attention "$att" --repeats "$REP"

@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = ["env", "tests", "defaults_1b_rademacher", "defaults_1b_sparse_jl", "defaults_1b_hadamard", "defaults_7b",
-         "defaults_7b_checkpointing", "sketch", "sweep", "standard_1b_eager", "standard_1b_sdpa"]
+         "defaults_7b_checkpointing", "sketch", "sweep", "defaults_7b_masked", "standard_1b_eager",
+         "standard_1b_sdpa"]
 
 
 def _run(out: Path, **env: str) -> list[str]:
@@ -30,7 +31,7 @@ def test_the_dry_run_runs_every_step(tmp_path: Path) -> None:
     assert all(": rc 0 in " in line for line in ran.values()), lines
     assert lines[-1].startswith("done in ")
     defaults = (tmp_path / "defaults.txt").read_text()
-    assert defaults.count("speedup_vs_less_loop=") == 5  # each defaults step printed its figures
+    assert defaults.count("speedup_vs_less_loop=") == 6  # each defaults step printed its figures
 
 
 def test_the_budget_skips_steps_and_steps_can_be_named(tmp_path: Path) -> None:

@@ -212,6 +212,27 @@ def test_padding_tokens_do_not_leak_into_gradients() -> None:
     assert (clean_grads - noisy_grads).abs().max() < 1e-12
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_causal_only_runs_without_the_padding_mask_and_changes_nothing(family: str) -> None:
+    """Right padding makes the mask redundant under causal attention: the decoder runs without it (SDPA's causal
+    path) and the gradients and losses are still the unpadded reference loop's; padded tokens still do not leak."""
+    model = tiny_lora(family)
+    batch = make_batch(LENGTHS, width=18)
+    masks: list = []
+    hook = model.get_base_model().model.register_forward_pre_hook(
+        lambda module, args, kwargs: masks.append(kwargs.get("attention_mask")), with_kwargs=True)
+    try:
+        grads, losses = per_example_grads(model, batch, causal_only=True)
+        per_example_grads(model, batch)
+    finally:
+        hook.remove()
+    assert masks[0] is None and torch.equal(masks[1], batch["attention_mask"])  # dropped only when asked
+    ref_grads, ref_losses = per_example_grads_loop(model, batch)
+    assert (grads - ref_grads).abs().max() < 1e-10 and (losses - ref_losses).abs().max() < 1e-12
+    noisy = dict(batch, input_ids=torch.where(batch["attention_mask"] == 1, batch["input_ids"], 42))
+    assert (per_example_grads(model, noisy, causal_only=True)[0] - grads).abs().max() < 1e-12
+
+
 def test_float32_model_matches_the_loop() -> None:
     model = tiny_lora("qwen2", dtype=torch.float32)
     batch = make_batch(LENGTHS)

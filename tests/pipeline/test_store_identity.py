@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from inflow import paths
 from inflow.config import DataConfig, SelectConfig, WarmupConfig
 from inflow.errors import StoreMismatchError
-from inflow.pipeline.features import extract_store, open_store, plan_jobs
+from inflow.pipeline.features import extract_store, extraction_settings, open_store, plan_jobs
 from inflow.pipeline.select import run_less
 from inflow.pipeline.train import run_warmup
 from inflow.selection.outputs import read_selection
@@ -96,6 +97,10 @@ def test_extraction_settings_are_part_of_the_identity(tiny_project, tmp_path: Pa
     extract_store(job, progress=False)
     attrs = GradientStore.open(store).attrs
     assert attrs.extraction == {"batching": "bucket-v1", "device": "cpu"}
+    # a GPU records its token budget and sketch groups (cuBLAS picks kernels by shape) and its causal-only attention
+    gpu = extraction_settings(job, torch.device("cuda"), None, 4096)
+    assert gpu == {"batching": "bucket-v1", "device": "cuda", "batch_tokens": 4096,
+                   "sketch_group_mib": job.sketch_group_mib, "padding_mask": False}
     assert attrs.precision == "float32"  # precision auto on a CPU
     assert attrs.optimizer_hash == "" and attrs.adapter_hash  # SGD features never read the optimizer
     # the CPU thread count, token budget and sketch group size do not change the bytes (test_batching_identity), so

@@ -15,6 +15,13 @@ than next to other rows): every head product is padded to at least :data:`MIN_PR
 Models whose logits are exactly ``lm_head(decoder(x))`` (:data:`PLAIN_HEAD_MODELS`) take the gathered path; others
 (softcapped or scaled logits, LoRA on the head) fall back to transformers' ``logits_to_keep`` at the union of the
 batch's answer positions, also padded, or to full logits.
+
+Causal only (``causal_only``): rows are right-padded, so under causal attention a real position never attends to
+a padded one, and the padding mask changes nothing at the positions a loss reads (padded positions only feed later
+padded positions, whose outputs no loss reads, so their gradients are exactly zero). Without the mask, SDPA takes
+its causal kernel (flash attention on a GPU: the masked half of the score matrix is skipped) rather than a kernel
+for an arbitrary mask, which computes all ``T x T`` scores. Only the gathered path drops it (the models of
+:data:`PLAIN_HEAD_MODELS`, whose positions are ``0..T-1`` whatever the mask); the others keep the mask.
 """
 
 from __future__ import annotations
@@ -77,17 +84,19 @@ def keeps_logits(model: torch.nn.Module) -> bool:
 
 
 def scored_losses(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  labels: torch.Tensor, *, recompute: bool = True) -> torch.Tensor:
+                  labels: torch.Tensor, *, recompute: bool = True, causal_only: bool = False) -> torch.Tensor:
     """Per-example losses ``[B]`` of a batch (as :func:`example_losses` on the model's full logits), differentiable.
 
     The LM head runs on the scored positions only (see the module docstring). ``recompute``: chunks of logits are
     recomputed in the backward instead of kept (set False where the graph is differentiated twice).
+    ``causal_only``: run the decoder without the padding mask (right padding only; see the module docstring).
     """
     split = _plain_head(model)
     if split is None:
         return _kept_logits_losses(model, input_ids, attention_mask, labels)
     decoder, head = split
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    mask = None if causal_only else attention_mask
+    hidden = decoder(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
     rows, cols = torch.nonzero(labels[:, 1:] != IGNORE, as_tuple=True)  # row-major: a row's tokens in order
     counts = torch.bincount(rows, minlength=labels.shape[0])
     _check_counts(counts)

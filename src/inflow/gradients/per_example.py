@@ -66,7 +66,8 @@ def _route(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
         callback(args, out)
 
 
-def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *,
+                      causal_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example LoRA gradients ``[B, D]`` and losses ``[B]`` from one forward and one backward.
 
     For a LoRA factor y = x W^T (W ``[out, in]``) the gradient of L = sum_b loss_b is
@@ -74,7 +75,9 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor])
     do not interact (each row is its own sequence), so dL/dy[b] = d loss_b / dy[b] and
     g_b(W) = sum_t go[b,t]^T x[b,t] = (go[b]^T @ x[b]) ``[out, in]``: one batched matmul per layer call.
     Right padding is inert: with causal attention a padded position only feeds later padded positions,
-    and its labels are -100, so its go is exactly zero.
+    and its labels are -100, so its go is exactly zero. That makes the padding mask redundant for the result:
+    ``causal_only`` drops it, so SDPA can take its causal (flash) kernel; the features stage does so on a GPU
+    (:func:`~inflow.gradients.losses.scored_losses`).
 
     Thread-safe, and concurrent: calls on the same model from several threads run at once (each call's hooks
     record only its own thread's forward), so a CPU can run one batch per core at one intra-op thread each.
@@ -105,7 +108,7 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor])
         return record
 
     weights = [p for _, p in params]
-    losses = _run_hooked(model, modules, on_forward, calls, weights, input_ids, attention_mask, labels)
+    losses = _run_hooked(model, modules, on_forward, calls, weights, input_ids, attention_mask, labels, causal_only)
     flat = [grads.get(id(p), torch.zeros((n, *p.shape), dtype=acc_dtype, device=p.device)).reshape(n, -1)
             for _, p in params]
     return torch.cat(flat, dim=1), losses
@@ -114,7 +117,7 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor])
 def _run_hooked(model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]],
                 on_forward: Callable[[str, torch.nn.Linear], Callable[..., None]], calls: dict[str, int],
                 weights: list[torch.Tensor], input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                labels: torch.Tensor) -> torch.Tensor:
+                labels: torch.Tensor, causal_only: bool) -> torch.Tensor:
     """One hooked forward and backward of the batch; returns the detached per-example losses ``[B]``.
 
     The backward asks for the LoRA weights' (summed) gradients, a small by-product, rather than for the LoRA
@@ -125,7 +128,8 @@ def _run_hooked(model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear
     _ROUTES[thread] = {id(module): on_forward(name, module) for name, module in modules}
     try:
         with _eval_mode(model, modules), torch.enable_grad():
-            losses = scored_losses(model, input_ids, attention_mask, labels)  # the LM head on answer tokens only
+            # the LM head on answer tokens only
+            losses = scored_losses(model, input_ids, attention_mask, labels, causal_only=causal_only)
             idle = [name for name, count in calls.items() if count == 0]
             if idle:
                 raise InflowError(f"LoRA modules {idle[:3]} did not run in the forward pass (merged or inactive "

@@ -170,6 +170,17 @@ class FeatureContext(StoreContext):
 BATCHING = "bucket-v1"  # rows padded to bucket_width, batches of one width (token_batches); recorded in stores
 
 
+def causal_only_on(device: torch.device) -> bool:
+    """Whether gradient passes on ``device`` drop the padding mask (right padding makes it redundant).
+
+    On a GPU: SDPA then runs its causal flash kernel, which skips the masked half of the scores, instead of the
+    kernel for an arbitrary mask (``benchmarks/extract.py --defaults --padding-mask`` measures the difference).
+    On a CPU the mask stays, so CPU stores keep their bytes (their bit-identity across token budgets and threads
+    was established, and is tested, on the masked path) and attention is a small part of a CPU pass.
+    """
+    return device.type == "cuda"
+
+
 def extraction_settings(job: FeatureJob, device: torch.device, adam: AdamState | None, batch_tokens: int) -> dict:
     """The job's settings that the feature bytes depend on beyond the model, checkpoint, rows and sketch.
 
@@ -182,6 +193,8 @@ def extraction_settings(job: FeatureJob, device: torch.device, adam: AdamState |
     settings: dict = {"batching": BATCHING, "device": device.type}
     if device.type != "cpu":  # cuBLAS and the fused kernel pick their kernels by shape
         settings |= {"batch_tokens": batch_tokens, "sketch_group_mib": job.sketch_group_mib}
+    if causal_only_on(device):
+        settings["padding_mask"] = False  # SDPA's causal kernel (other bits than the masked one)
     if job.layers:
         settings["layers"] = job.layers
     if adam is not None and job.feature_kind == "adam":
@@ -198,21 +211,24 @@ def _step_of(checkpoint: str) -> int:
 
 
 def featurize(ctx: FeatureContext, rows: list[Encoded], batch_tokens: int, eps_inside_sqrt: bool,
-              group_bytes: int, workers: int = 1) -> torch.Tensor:
+              group_bytes: int, workers: int = 1, causal_only: bool | None = None) -> torch.Tensor:
     """Sketched features of ``rows`` in row order: [len(rows), sketch.out_dim] float32.
 
     Batches of at most ``batch_tokens`` padded tokens (:func:`~inflow.data.batching.token_batches`) run on
     ``workers`` threads (1: in this thread), in order; their features are projected ``group_bytes`` of rows at
     a time (see :mod:`inflow.sketch.groups`), the blocks of a group on the same threads. ``rows`` is one chunk,
-    so the groups depend on the chunk alone.
+    so the groups depend on the chunk alone. ``causal_only`` (None: :func:`causal_only_on`): the forward runs
+    without the padding mask (:func:`~inflow.gradients.per_example.per_example_grads`).
     """
     batches = token_batches([len(r) for r in rows], batch_tokens)
+    if causal_only is None:
+        causal_only = causal_only_on(ctx.device)
 
     def batch_features(batch_idx: list[int]) -> torch.Tensor:
         batch = collate([rows[i] for i in batch_idx], ctx.pad_id, width=bucket_width(len(rows[batch_idx[0]])))
         # autocast covers the forward/backward only; per-example grads, Adam and sketch run in float32
         with autocast(ctx.device, ctx.autocast):
-            grads, _losses = per_example_grads(ctx.model, batch)
+            grads, _losses = per_example_grads(ctx.model, batch, causal_only=causal_only)
         if ctx.preconditioner is not None:
             grads = grads.float() * ctx.preconditioner  # a ⊙ g
         elif ctx.adam is not None:
