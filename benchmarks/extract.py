@@ -53,7 +53,7 @@ from inflow.gradients.checkpointing import checkpoint_layers
 from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import answer_positions, example_losses, per_example_grads
 from inflow.parallel import resolve_threads, torch_threads
-from inflow.pipeline.features import causal_only_on, featurize
+from inflow.pipeline.features import causal_only_on, featurize, sketch_tf32_on
 from inflow.sketch import BlockSketch
 from inflow.sketch.block import allocate_dims
 from inflow.sketch.cache import MIB
@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> None:
 
     sync = device_sync(device)
     watch = Stopwatch(sync)
-    sketch = BlockSketch(args.kind, args.seed, sizes, args.sketch_dim, device)
+    sketch = BlockSketch(args.kind, args.seed, sizes, args.sketch_dim, device,
+                         tf32=sketch_tf32_on(device, args.precision))  # as the features stage picks
     cold_start = time.perf_counter()
     sketch.project(torch.zeros(1, sum(sizes), device=device))
     sync()
@@ -310,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
                         / max(b["input_ids"].numel() for b in batches)})
     figures.update({"sketch_kind": args.kind, "group_mib": args.group_mib, "sketch_cold_s": sketch_cold,
                     "examples": n, "tokens": tokens, "repeats": repeats, "threads": torch.get_num_threads(),
-                    "device": args.device, "precision": args.precision, "size": args.size or "", "quick": args.quick,
+                    "device": args.device, "precision": args.precision, "sketch_tf32": sketch.tf32,
+                    "size": args.size or "", "quick": args.quick,
                     "attention": args.attention, "gradient_checkpointing": args.gradient_checkpointing})
     print(result_line(figures), flush=True)
 
@@ -337,7 +339,8 @@ def run_defaults(args: argparse.Namespace) -> None:
     ctx = SimpleNamespace(model=model, pad_id=0, device=device, autocast=amp, preconditioner=None, hvp_batches=[],
                           adam=SimpleNamespace(exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, beta1=BETA1, beta2=BETA2,
                                                eps=EPS),
-                          sketch=BlockSketch(args.kind, args.seed, sizes, args.sketch_dim, device))
+                          sketch=BlockSketch(args.kind, args.seed, sizes, args.sketch_dim, device,
+                                             tf32=sketch_tf32_on(device, precision)))
     shapes = [(len(b), bucket_width(len(rows[b[0]]))) for b in token_batches([len(r) for r in rows], batch_tokens)]
     tokens = sum(len(r) for r in rows)
     print(f"model {size}, LoRA r={args.r} on q/k/v/o: D={sum(sizes)}; {n} examples, {tokens} tokens "
@@ -383,7 +386,8 @@ def run_defaults(args: argparse.Namespace) -> None:
                         / max(b * t for b, t in shapes)})
     figures.update({"defaults": True, "batch_tokens": batch_tokens, "workers": workers, "sketch_kind": args.kind,
                     "examples": n, "tokens": tokens, "repeats": repeats, "device": str(device),
-                    "precision": precision, "size": args.size or "", "quick": args.quick, "attention": "sdpa",
+                    "precision": precision, "sketch_tf32": ctx.sketch.tf32, "size": args.size or "",
+                    "quick": args.quick, "attention": "sdpa",
                     "gradient_checkpointing": args.gradient_checkpointing, "padding_mask": not causal_only})
     print(result_line(figures), flush=True)
 

@@ -65,9 +65,11 @@ done
 step defaults_7b 170 70 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S7B[@]}" --repeats 1
 step defaults_7b_checkpointing 170 70 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" \
   "${S7B[@]}" --repeats 1 --gradient-checkpointing
-# 4. the sketch alone: torch path vs fused kernel (IEEE fp32), then the tile sweep (which tiles keep the bits)
-step sketch 60 20 sketch.txt "$PY" benchmarks/sketch.py --device "$DEV" "${SK[@]}"
-step sweep 120 40 sketch.txt "$PY" benchmarks/sketch.py --device "$DEV" --sweep "${SWEEP[@]}"
+# 4. the sketch alone: torch path vs fused kernel, TF32 products (what bf16 extraction uses) and IEEE fp32, then
+#    the tile sweep of the TF32 kernel (which tiles keep the bits)
+step sketch 90 30 sketch.txt bash -c "$PY benchmarks/sketch.py --device $DEV --tf32 ${SK[*]} && \
+  $PY benchmarks/sketch.py --device $DEV ${SK[*]}"
+step sweep 120 40 sketch.txt "$PY" benchmarks/sketch.py --device "$DEV" --sweep --tf32 "${SWEEP[@]}"
 # 5. what dropping the padding mask on a GPU gains (SDPA's causal flash kernel vs its masked kernel), 7B at 2048
 step defaults_7b_masked 170 70 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S7B[@]}" \
   --repeats 1 --padding-mask

@@ -71,3 +71,19 @@ def test_cuda_kernel_matches_the_cpu_path(dtype: torch.dtype) -> None:
     assert torch.equal(rademacher_triton.project(torch.eye(128, device="cuda"), sketch.key, 1000, sketch.scale),
                        _matrix(sketch, 0, 128).cuda())
     assert sketch.project(x.cuda()).shape == (64, 1000)  # the sketch takes the fused path on CUDA
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tf32_products_stay_within_float16_rounding_of_the_exact_projection() -> None:
+    """``tf32=True`` (the features stage under bfloat16 autocast): tensor-core products, each output within a few
+    float16 roundings of the float64 projection, and really another path than IEEE (other bits)."""
+    from inflow.sketch import BlockSketch
+
+    x = torch.randn(64, 20_000, generator=torch.Generator().manual_seed(3))
+    reference = BlockSketch("rademacher", 5, [12_000, 8_000], 1024).project(x.double(), out_dtype=None)
+    ieee = BlockSketch("rademacher", 5, [12_000, 8_000], 1024, device="cuda").project(x.cuda())
+    tf32 = BlockSketch("rademacher", 5, [12_000, 8_000], 1024, device="cuda", tf32=True).project(x.cuda())
+    scale = reference.abs().max().item()
+    assert (ieee.cpu().double() - reference).abs().max().item() < 1e-5 * scale
+    assert (tf32.cpu().double() - reference).abs().max().item() < 4 * 2**-11 * scale
+    assert not torch.equal(tf32, ieee)

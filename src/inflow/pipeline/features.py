@@ -136,9 +136,9 @@ class FeatureContext(StoreContext):
                 self.preconditioner = adam_preconditioner(self.adam.exp_avg_sq.float(), adam.step, adam.beta1,
                                                           adam.beta2, adam.eps)
         self.sketch = BlockSketch(job.sketch_kind, job.sketch_seed, [b.size for b in lora_blocks(self.model)],
-                                  sketch_dim)
+                                  sketch_dim, tf32=sketch_tf32_on(self.device, self.precision))
         self.hvp_batches: list[dict[str, torch.Tensor]] = []
-        extraction = extraction_settings(job, self.device, self.adam, self.batch_tokens)
+        extraction = extraction_settings(job, self.device, self.adam, self.batch_tokens, self.precision)
         if job.hvp_task:  # the Hessian of this target task's loss, applied to every row's feature
             hvp_rows = encode_split(dataclasses.replace(job, split="targets", task=job.hvp_task), tokenizer)
             self.hvp_batches = [collate([hvp_rows[i] for i in b], self.pad_id)
@@ -181,12 +181,25 @@ def causal_only_on(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def extraction_settings(job: FeatureJob, device: torch.device, adam: AdamState | None, batch_tokens: int) -> dict:
+def sketch_tf32_on(device: torch.device, precision: str) -> bool:
+    """Whether the dense Rademacher sketch multiplies in TF32 (``precision``: the one in use, not ``auto``).
+
+    On a GPU under bfloat16/float16 autocast: TF32 rounds the features to 10 mantissa bits before the products
+    (the signs are exact), an error of the order of a float16 store's own rounding and far below the gradients'
+    bfloat16 rounding, and the fused kernel runs on tensor cores instead of the far slower IEEE float32 units.
+    A float32 extraction keeps IEEE products.
+    """
+    return device.type == "cuda" and precision != "float32"
+
+
+def extraction_settings(job: FeatureJob, device: torch.device, adam: AdamState | None, batch_tokens: int,
+                        precision: str) -> dict:
     """The job's settings that the feature bytes depend on beyond the model, checkpoint, rows and sketch.
 
     Adam's betas/eps (read from the checkpoint) and where eps goes change the features themselves; the batching
     rule (padding widths) and, on a GPU, the token budget and the sketch group size change the floating-point
-    summation order, so the bytes; the device type changes the kernels. On a CPU the thread count, the token
+    summation order, so the bytes; the device type changes the kernels, and on a GPU so do the padding mask and the
+    dense sketch's product precision (``precision``, resolved). On a CPU the thread count, the token
     budget, the sketch group size and where chunks run (threads, Dask workers) do not (tested), so they are not
     recorded: a store grows or resumes under any of them.
     """
@@ -195,6 +208,8 @@ def extraction_settings(job: FeatureJob, device: torch.device, adam: AdamState |
         settings |= {"batch_tokens": batch_tokens, "sketch_group_mib": job.sketch_group_mib}
     if causal_only_on(device):
         settings["padding_mask"] = False  # SDPA's causal kernel (other bits than the masked one)
+    if job.sketch_kind == "rademacher" and sketch_tf32_on(device, precision):
+        settings["sketch_products"] = "tf32"
     if job.layers:
         settings["layers"] = job.layers
     if adam is not None and job.feature_kind == "adam":

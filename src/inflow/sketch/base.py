@@ -73,18 +73,20 @@ def make_block_projector(
     sparsity: int = DEFAULT_SPARSITY,
     piece_bytes: int | None = None,
     cache: PieceCache | None = None,
+    tf32: bool = False,
 ) -> Sketch:
     """The projector of block ``block``: ``kind`` maps ``in_dim`` to ``out_dim`` coordinates (``out_dim < in_dim``).
 
     ``sparsity`` is used by ``sparse_jl`` only; ``piece_bytes`` bounds each generated piece (default: the kind's);
-    ``cache`` keeps generated pieces for reuse (default: none).
+    ``cache`` keeps generated pieces for reuse (default: none); ``tf32``: ``rademacher``'s fused GPU kernel
+    multiplies in TF32 rather than IEEE float32.
     """
     check_kind(kind)
     if not 1 <= out_dim <= in_dim:
         raise ValueError(f"a block projector maps in_dim >= out_dim >= 1, got {in_dim} -> {out_dim}")
     extra = {} if piece_bytes is None else {"piece_bytes": piece_bytes}
     if kind == "rademacher":
-        return RademacherSketch(seed, block, in_dim, out_dim, cache=cache, **extra)
+        return RademacherSketch(seed, block, in_dim, out_dim, cache=cache, tf32=tf32, **extra)
     if kind == "sparse_jl":
         return SparseJLSketch(seed, block, in_dim, out_dim, sparsity=sparsity, cache=cache, **extra)
     return HadamardSketch(seed, block, in_dim, out_dim, cache=cache, **extra)

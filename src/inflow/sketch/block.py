@@ -87,7 +87,9 @@ class BlockSketch:
 
     ``piece_bytes`` bounds each generated piece of a block's matrix (default: the kind's, 8 MiB); ``cache_bytes``
     is the budget for keeping generated pieces between calls (default 256 MiB; 0 disables caching). Results do not
-    depend on either. ``device``: where projection runs (default: the device of each input).
+    depend on either. ``device``: where projection runs (default: the device of each input). ``tf32``: the dense
+    Rademacher kernel on a GPU multiplies in TF32 (an execution setting, not part of :meth:`to_attrs`: the features
+    stage records it with its other extraction settings).
     """
 
     def __init__(
@@ -101,13 +103,14 @@ class BlockSketch:
         sparsity: int = DEFAULT_SPARSITY,
         piece_bytes: int | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        tf32: bool = False,
     ) -> None:
         check_kind(kind)
         if dim < 1:
             raise ValueError(f"sketch dim must be >= 1, got {dim}")
         if kind == "sparse_jl" and sparsity < 1:
             raise ValueError(f"sparse_jl sparsity must be >= 1, got {sparsity}")
-        self.kind, self.seed, self.dim, self.sparsity = kind, seed, dim, sparsity
+        self.kind, self.seed, self.dim, self.sparsity, self.tf32 = kind, seed, dim, sparsity, tf32
         self.device = torch.device(device) if device is not None else None
         self.cache = PieceCache(cache_bytes)
         self.layout: list[BlockLayout] = []
@@ -118,7 +121,7 @@ class BlockSketch:
             self.layout.append(BlockLayout(index, in_offset, size, out_offset, out, projected))
             self.projectors.append(
                 make_block_projector(kind, seed, index, size, out, sparsity=sparsity, piece_bytes=piece_bytes,
-                                     cache=self.cache)
+                                     cache=self.cache, tf32=tf32)
                 if projected
                 else IdentitySketch(size)
             )

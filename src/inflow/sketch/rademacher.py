@@ -8,7 +8,10 @@ is walked in pieces of rows (at most ``piece_bytes`` of float32 each); a piece i
 the cache budget allows, else *packed*, one bit per entry (``in_dim * d / 8`` bytes for the whole block), and
 expanded through a 256 x 8 lookup table just before its matrix product. On a CUDA device with triton, float32 input
 goes through one fused kernel instead (:mod:`inflow.sketch.rademacher_triton`: the same signs generated in
-registers inside the matmul; no piece is materialised or cached). Pick it for parity with LESS/TRAK features; on
+registers inside the matmul; no piece is materialised or cached), its products in IEEE float32, or in TF32 on
+tensor cores when built with ``tf32=True`` (the features stage does so under bfloat16/float16 autocast: inputs
+rounded to 10 mantissa bits, an error of the order of a float16 store's rounding and far below the gradients'
+own bfloat16 rounding). Pick it for parity with LESS/TRAK features; on
 CPU the sparse JL and Hadamard sketches are one to two orders of magnitude faster.
 """
 
@@ -41,7 +44,9 @@ class RademacherSketch:
         *,
         piece_bytes: int = DEFAULT_PIECE_BYTES,
         cache: PieceCache | None = None,
+        tf32: bool = False,
     ) -> None:
+        self.tf32 = tf32  # the fused kernel's products in TF32 (tensor cores) rather than IEEE float32
         self.in_dim = in_dim
         self.out_dim = out_dim
         self.key = stream_key(KIND, seed, block, 0)
@@ -75,7 +80,7 @@ class RademacherSketch:
         """``x @ M``: [B, in_dim] float32/float64 -> [B, out_dim] of the same dtype, accumulated piece by piece."""
         assert x.dim() == 2 and x.shape[1] == self.in_dim
         if x.dtype == torch.float32 and rademacher_triton.available(x):  # one fused kernel, signs in registers
-            return rademacher_triton.project(x, self.key, self.out_dim, self.scale)
+            return rademacher_triton.project(x, self.key, self.out_dim, self.scale, ieee=not self.tf32)
         n = x.shape[0]
         x = pad_rows(x)  # a row's bits must not depend on how many rows share the call (inflow.devices)
         out = torch.zeros(x.shape[0], 32 * self.n_words, dtype=x.dtype, device=x.device)
