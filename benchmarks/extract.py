@@ -29,7 +29,8 @@ memory above the weights per padded token of the largest batch (``gpu_mib_per_to
 features setting at its default: :func:`inflow.pipeline.features.featurize` over all examples as one chunk, with
 SDPA attention, ``precision: auto``, ``batch_tokens`` from :func:`inflow.devices.default_batch_tokens`, on a CPU one
 batch per core at one intra-op thread (``threads: 0``), on a GPU without the padding mask (``--padding-mask`` keeps
-it, to measure what dropping it gains), sketch groups of 256 MiB; against the LESS-style loop at every core.
+it, to measure what dropping it gains), sketch groups of :func:`inflow.devices.default_group_mib` (256 MiB on a
+CPU, 1/64 of a GPU's memory); against the LESS-style loop at every core.
 Passes alternate (ours, loop, ours, ...); the last line adds ``batch_tokens`` and ``workers``.
 """
 
@@ -46,7 +47,8 @@ import torch
 from _common import ATTENTION, SIZES, Stopwatch, apply_threads, device_sync, machine, model_flops, parser
 from _common import peak_tflops, result_line, synthetic_examples, tiny_lora_model
 from inflow.data.batching import bucket_width, collate, length_batches, token_batches
-from inflow.devices import autocast, autocast_dtype, default_batch_tokens, module_bytes, resolve_device
+from inflow.devices import autocast, autocast_dtype, default_batch_tokens, default_group_mib, module_bytes
+from inflow.devices import resolve_device
 from inflow.devices import resolve_precision
 from inflow.gradients.blocks import lora_blocks, lora_parameters
 from inflow.gradients.checkpointing import checkpoint_layers
@@ -336,6 +338,7 @@ def run_defaults(args: argparse.Namespace) -> None:
     batch_tokens = default_batch_tokens(model.config, device, resident_bytes=module_bytes(model))
     workers = resolve_threads(args.batch_threads) if device.type == "cpu" else 1
     causal_only = causal_only_on(device) and not args.padding_mask
+    group_mib = default_group_mib(device)
     ctx = SimpleNamespace(model=model, pad_id=0, device=device, autocast=amp, preconditioner=None, hvp_batches=[],
                           adam=SimpleNamespace(exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, beta1=BETA1, beta2=BETA2,
                                                eps=EPS),
@@ -354,7 +357,7 @@ def run_defaults(args: argparse.Namespace) -> None:
 
     def ours() -> None:
         with torch_threads(1 if device.type == "cpu" else 0):
-            featurize(ctx, rows, batch_tokens, True, 256 * MIB, workers, causal_only=causal_only)
+            featurize(ctx, rows, batch_tokens, True, group_mib * MIB, workers, causal_only=causal_only)
 
     def less_loop() -> None:
         with torch_threads(resolve_threads(0) if device.type == "cpu" else 0):
@@ -384,7 +387,8 @@ def run_defaults(args: argparse.Namespace) -> None:
                         "gpu_peak_mem_gib": torch.cuda.max_memory_allocated(device) / (1 << 30),
                         "gpu_mib_per_token": (torch.cuda.max_memory_allocated(device) - resident) / (1 << 20)
                         / max(b * t for b, t in shapes)})
-    figures.update({"defaults": True, "batch_tokens": batch_tokens, "workers": workers, "sketch_kind": args.kind,
+    figures.update({"defaults": True, "batch_tokens": batch_tokens, "group_mib": group_mib, "workers": workers,
+                    "sketch_kind": args.kind,
                     "examples": n, "tokens": tokens, "repeats": repeats, "device": str(device),
                     "precision": precision, "sketch_tf32": ctx.sketch.tf32, "size": args.size or "",
                     "quick": args.quick, "attention": "sdpa",

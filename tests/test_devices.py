@@ -1,4 +1,4 @@
-"""Device defaults: precision auto, and the token budget per gradient batch."""
+"""Device defaults: precision auto, the token budget per gradient batch, the features per sketch call."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
-from inflow.devices import CPU_BATCH_TOKENS, autocast_dtype, default_batch_tokens, resolve_precision
+from inflow.devices import CPU_BATCH_TOKENS, CPU_GROUP_MIB, autocast_dtype, default_batch_tokens, default_group_mib
+from inflow.devices import resolve_precision
 from inflow.errors import InflowError
 
 GIB = 1 << 30
@@ -32,6 +33,16 @@ def test_batch_tokens_scale_with_free_memory_and_model_size() -> None:
     assert big == int(0.6 * 130 * GIB / per_token) // 256 * 256
     assert default_batch_tokens(one_b, cuda, free_bytes=GIB // 100) == 256  # never below one small batch
     assert default_batch_tokens(one_b, torch.device("cpu")) == CPU_BATCH_TOKENS
+
+
+def test_sketch_groups_hold_64_rows_of_a_7b_gradient_on_an_h200() -> None:
+    cuda = torch.device("cuda")  # only the type is read
+    h200 = default_group_mib(cuda, total_bytes=143771 << 20)
+    assert h200 == 143771 // 64
+    seven_b_row = 4 * 32 * 4 * 8 * (4096 + 4096)  # float32 LoRA r 8 gradient on q,k,v,o of Llama-2-7B
+    assert (h200 << 20) // seven_b_row >= 64  # a whole tile of the fused kernel (TILES block_b)
+    assert default_group_mib(cuda, total_bytes=8 * GIB) == CPU_GROUP_MIB  # never below the CPU's
+    assert default_group_mib(torch.device("cpu")) == CPU_GROUP_MIB == 256
 
 
 def test_module_bytes_counts_parameters_and_buffers() -> None:

@@ -67,6 +67,24 @@ def default_batch_tokens(config: object, device: torch.device, free_bytes: int |
     return max(256, int(0.6 * free_bytes / per_token) // 256 * 256)
 
 
+CPU_GROUP_MIB = 256  # unprojected features per sketch call on a CPU (rows of a 1B model's LoRA gradient: ~40)
+
+
+def default_group_mib(device: torch.device, total_bytes: int | None = None) -> int:
+    """MiB of unprojected features per sketch call (``features.sketch_group_mib: 0``) on ``device``.
+
+    CPU: :data:`CPU_GROUP_MIB`. GPU: 1/64 of its total memory (``total_bytes``; default: the device's), at least
+    as much: the fused sketch computes whole tiles of 64 rows, and a 7B model's LoRA gradient (8.4M floats, 34 MB
+    a row) fills only 8 rows in 256 MiB, where an H200's 1/64 (2.2 GB) holds 64. A function of the GPU model, so
+    the same on a resume (GPU stores record it).
+    """
+    if device.type != "cuda":
+        return CPU_GROUP_MIB
+    if total_bytes is None:
+        total_bytes = torch.cuda.get_device_properties(device).total_memory
+    return max(CPU_GROUP_MIB, total_bytes // 64 >> 20)
+
+
 def autocast_dtype(precision: str, device: torch.device, key: str = "features.precision") -> torch.dtype | None:
     """The autocast dtype for a precision setting (``key``; None: float32, no autocast) on ``device``."""
     precision = resolve_precision(precision, device)

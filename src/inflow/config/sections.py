@@ -207,8 +207,9 @@ class FeaturesConfig:
     # that has it, else float32); the store records the dtype used
     precision: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # MiB of unprojected features gathered (within a chunk) before one sketch call: the dense sketch streams its
-    # matrix once per call, so a call on many rows costs far less per row than one per batch; 0: one batch a call
-    sketch_group_mib: int = 256
+    # matrix once per call, so a call on many rows costs far less per row than one per batch; 0: the device's
+    # default (256 on a CPU, 1/64 of a GPU's memory: inflow.devices.default_group_mib)
+    sketch_group_mib: int = 0
     # recompute each decoder layer's forward in the backward instead of keeping its activations: several times less
     # memory per token (wider batches on a GPU) for about a third more compute; the bytes do not change
     gradient_checkpointing: bool = False
@@ -220,7 +221,7 @@ class FeaturesConfig:
         require(self.threads >= 0, "threads", "must be >= 0 (0: every core the process is given)")
         require(self.batch_tokens >= 0, "batch_tokens", "must be >= 0 (0: the device's default)")
         require(self.workers >= 1, "workers", "must be at least 1")
-        require(self.sketch_group_mib >= 0, "sketch_group_mib", "must be >= 0 (0: project each batch on its own)")
+        require(self.sketch_group_mib >= 0, "sketch_group_mib", "must be >= 0 (0: the device's default)")
         address = self.dask_address
         require(address in ("", "local") or (":" in address and not any(c.isspace() for c in address)),
                 "dask_address", f"must be '', 'local' or a Dask scheduler address like tcp://host:8786, got "

@@ -17,8 +17,6 @@ from inflow.config import DataConfig, FeaturesConfig, SketchConfig
 from inflow.data.targets import target_sources
 from inflow.errors import CheckpointError
 from inflow.paths import POOL_SPLIT, WARMUP_MANIFEST, store_path
-from inflow.sketch.cache import MIB
-from inflow.sketch.groups import DEFAULT_GROUP_BYTES
 from inflow.training.checkpoint import ADAPTER_CONFIG, find_checkpoints
 
 T = TypeVar("T")
@@ -51,7 +49,7 @@ class FeatureJob:
     precision: str = "float32"  # autocast dtype of the forward/backward (float32: no autocast; auto: per device)
     batch_tokens: int = 0  # padded tokens per gradient batch; 0: the device's default
     gradient_checkpointing: bool = False  # recompute decoder layers in the backward (less memory, the same bytes)
-    sketch_group_mib: int = DEFAULT_GROUP_BYTES // MIB  # features gathered per sketch call (within a chunk)
+    sketch_group_mib: int = 0  # MiB of features gathered per sketch call (within a chunk); 0: the device's default
     targets_format: str = "jsonl"  # data.targets_format
     label_newline: bool = True  # data.label_newline (pool rows)
     # only these rows of the split, in this order: a JSON list of example ids (Influence Distillation's landmarks)

@@ -38,6 +38,7 @@ from inflow.devices import (
     autocast,
     autocast_dtype,
     default_batch_tokens,
+    default_group_mib,
     module_bytes,
     resolve_device,
     resolve_precision,
@@ -111,6 +112,7 @@ class FeatureContext(StoreContext):
         self.model.eval()
         self.batch_tokens = job.batch_tokens or default_batch_tokens(self.model.config, self.device,
                                                                      resident_bytes=module_bytes(self.model))
+        self.group_mib = job.sketch_group_mib or default_group_mib(self.device)
         # CPU: one batch per thread at one intra-op thread each (bits independent of the count); GPU: one stream
         self.workers = resolve_threads(job.threads) if self.device.type == "cpu" else 1
         sketch_dim = job.sketch_dim
@@ -138,7 +140,8 @@ class FeatureContext(StoreContext):
         self.sketch = BlockSketch(job.sketch_kind, job.sketch_seed, [b.size for b in lora_blocks(self.model)],
                                   sketch_dim, tf32=sketch_tf32_on(self.device, self.precision))
         self.hvp_batches: list[dict[str, torch.Tensor]] = []
-        extraction = extraction_settings(job, self.device, self.adam, self.batch_tokens, self.precision)
+        extraction = extraction_settings(job, self.device, self.adam, self.batch_tokens, self.group_mib,
+                                         self.precision)
         if job.hvp_task:  # the Hessian of this target task's loss, applied to every row's feature
             hvp_rows = encode_split(dataclasses.replace(job, split="targets", task=job.hvp_task), tokenizer)
             self.hvp_batches = [collate([hvp_rows[i] for i in b], self.pad_id)
@@ -160,8 +163,7 @@ class FeatureContext(StoreContext):
             optimizer_hash=optimizer_hash, extraction=extraction, feature_format=FEATURE_FORMAT)
 
     def featurize(self, rows: list[Encoded], job: FeatureJob) -> torch.Tensor:
-        return featurize(self, rows, self.batch_tokens, job.eps_inside_sqrt, job.sketch_group_mib * MIB,
-                         self.workers)
+        return featurize(self, rows, self.batch_tokens, job.eps_inside_sqrt, self.group_mib * MIB, self.workers)
 
     def intra_op_threads(self, job: FeatureJob) -> int:
         return 1 if self.device.type == "cpu" else 0  # CPU parallelism is one batch per thread (featurize)
@@ -193,19 +195,20 @@ def sketch_tf32_on(device: torch.device, precision: str) -> bool:
 
 
 def extraction_settings(job: FeatureJob, device: torch.device, adam: AdamState | None, batch_tokens: int,
-                        precision: str) -> dict:
+                        group_mib: int, precision: str) -> dict:
     """The job's settings that the feature bytes depend on beyond the model, checkpoint, rows and sketch.
 
     Adam's betas/eps (read from the checkpoint) and where eps goes change the features themselves; the batching
     rule (padding widths) and, on a GPU, the token budget and the sketch group size change the floating-point
     summation order, so the bytes; the device type changes the kernels, and on a GPU so do the padding mask and the
-    dense sketch's product precision (``precision``, resolved). On a CPU the thread count, the token
+    dense sketch's product precision (``batch_tokens``, ``group_mib``, ``precision``: the values in use, defaults
+    resolved). On a CPU the thread count, the token
     budget, the sketch group size and where chunks run (threads, Dask workers) do not (tested), so they are not
     recorded: a store grows or resumes under any of them.
     """
     settings: dict = {"batching": BATCHING, "device": device.type}
     if device.type != "cpu":  # cuBLAS and the fused kernel pick their kernels by shape
-        settings |= {"batch_tokens": batch_tokens, "sketch_group_mib": job.sketch_group_mib}
+        settings |= {"batch_tokens": batch_tokens, "sketch_group_mib": group_mib}
     if causal_only_on(device):
         settings["padding_mask"] = False  # SDPA's causal kernel (other bits than the masked one)
     if job.sketch_kind == "rademacher" and sketch_tf32_on(device, precision):
