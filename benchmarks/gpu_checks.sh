@@ -16,7 +16,9 @@
 # kind, 7B at 2048 tokens with and without checkpointing, the kernel's tile sweep, 7B with the padding mask, then
 # the issue's own table rows), each under `timeout` with at most its cap and what is left of GPU_CHECKS_BUDGET_S
 # (default 560 s); a step that would get less than its minimum is skipped, and $OUT/steps.txt says so.
-# GPU_CHECKS_STEPS (names, space separated) runs only those steps: a second call for what the first skipped.
+# GPU_CHECKS_STEPS (names, space separated) runs only those steps: a second call for what the first skipped, sent
+# at once (the machine stays warm 30 s after a call; none starts with under 4 minutes of device time left), with
+# GPU_CHECKS_BUDGET_S set to what is left.
 # GPU_CHECKS_DRY=1 runs every step on the CPU at the quick size in about a minute: it checks this script's
 # plumbing here (tests/benchmarks/test_gpu_checks.py), no figures.
 # Figures go to $OUT (set by the device tool; a fresh temporary directory otherwise), then into docs/benchmarks.md.
