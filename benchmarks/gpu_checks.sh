@@ -56,6 +56,8 @@ peft.__version__); import triton; print(\"triton\", triton.__version__)'"
 step tests 150 60 tests.txt "$PY" -m pytest -q -p no:cacheprovider --basetemp "$(mktemp -d)/bt" \
   tests/sketch/test_rademacher_triton.py tests/sketch/test_sketch_invariance.py tests/sketch/test_sketch_jl.py \
   tests/pipeline/test_features_cuda.py tests/training/test_loop.py -k "cuda or gpu or triton or fused"
+# do per-example gradients repeat bit for bit? (SDPA's fused backward may add with atomics; default vs deterministic)
+step determinism 60 15 tests.txt "$PY" benchmarks/determinism.py --device "$DEV"
 # 2. the features stage's own path at its defaults (features.device: auto: token batches, precision auto, SDPA,
 #    fused sketch), 1B shape, 128-512 tokens: every sketch kind (the sketch's share is the difference between kinds)
 for kind in rademacher sparse_jl hadamard; do

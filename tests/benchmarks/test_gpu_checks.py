@@ -25,7 +25,7 @@ class _Block:
 
 sys.meta_path.insert(0, _Block())
 """
-STEPS = ["env", "tests", "defaults_1b_rademacher", "defaults_1b_sparse_jl", "defaults_1b_hadamard", "defaults_7b",
+STEPS = ["env", "tests", "determinism", "defaults_1b_rademacher", "defaults_1b_sparse_jl", "defaults_1b_hadamard", "defaults_7b",
          "defaults_7b_checkpointing", "sketch", "sweep", "defaults_7b_masked", "standard_1b_eager",
          "standard_1b_sdpa"]
 

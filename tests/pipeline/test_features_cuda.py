@@ -6,8 +6,9 @@ activation checkpointing. Skipped without CUDA (``benchmarks/gpu_checks.sh`` run
   the sketch) computes the same thing on both devices.
 - ``precision: auto`` (bfloat16 on the GPU) gives the same directions: each row's cosine with the CPU's float32
   row is near 1.
-- Two runs of the same job give the same bytes (the store can be resumed and grown on a GPU), and activation
-  checkpointing (the forward recomputed in the backward) gives the same bytes as none.
+- Two runs of the same job agree, and activation checkpointing (the forward recomputed in the backward) agrees
+  with none, to rounding: whether they repeat bit for bit depends on SDPA's fused backward kernels, which may add
+  with atomics (``benchmarks/determinism.py`` measures it; ``gpu_checks.sh`` runs it).
 """
 
 from __future__ import annotations
@@ -54,10 +55,11 @@ def test_bfloat16_on_cuda_keeps_the_directions(tiny_project, tmp_path: Path) -> 
     assert cosines.min() > 0.97, np.sort(cosines)[:5]
 
 
-def test_cuda_runs_repeat_and_checkpointing_changes_nothing(tiny_project, tmp_path: Path) -> None:
+def test_cuda_runs_agree_and_checkpointing_changes_nothing(tiny_project, tmp_path: Path) -> None:
     settings = {"device": "cuda", "precision": "auto"}
     _, first = _store(tiny_project, tmp_path / "a.zarr", **settings)
     _, again = _store(tiny_project, tmp_path / "b.zarr", **settings)
-    assert first.tobytes() == again.tobytes()
     _, checkpointed = _store(tiny_project, tmp_path / "c.zarr", gradient_checkpointing=True, **settings)
-    assert checkpointed.tobytes() == first.tobytes()
+    for other in (again, checkpointed):
+        np.testing.assert_allclose(other, first, rtol=0, atol=1e-3 * float(np.abs(first).max()))
+        assert _row_cosines(other, first).min() > 1 - 1e-5
