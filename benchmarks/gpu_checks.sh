@@ -33,7 +33,7 @@ if [[ "${GPU_CHECKS_DRY:-0}" == 1 ]]; then  # the CPU at the quick size: every s
   SK=(--quick); SWEEP=(--quick)
 else
   DEV=cuda; S1B=(--size 1b --min-len 128 --max-len 512); S7B=(--size 7b --min-len 2048 --max-len 2048 --examples 32)
-  REP=2; SK=(); SWEEP=(--repeats 2)
+  REP=2; SK=(); SWEEP=(--repeats 2 --in-dim 262144)
 fi
 START=$SECONDS
 

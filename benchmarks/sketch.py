@@ -90,7 +90,8 @@ def sweep(x: torch.Tensor, sketch: RademacherSketch, dim: int, flop: float, run,
         return
     reference = rademacher_triton.project(x, sketch.key, dim, sketch.scale, ieee=ieee)
     rows = []
-    grid = itertools.product((32, 64, 128), (32, 64), (2, 4), (4, 8), (2, 3, 4))
+    grid = [tuple(rademacher_triton.TILES.values())]  # the default first, then the rest of a 32-point grid
+    grid += [c for c in itertools.product((64, 128), (32, 64), (2, 4), (4, 8), (3, 4)) if c != grid[0]]
     for block_b, block_k, block_w, warps, stages in grid:
         tiles = {"block_b": block_b, "block_k": block_k, "block_w": block_w, "num_warps": warps,
                  "num_stages": stages}
@@ -101,7 +102,8 @@ def sweep(x: torch.Tensor, sketch: RademacherSketch, dim: int, flop: float, run,
             print(f"  {tiles}: failed ({type(error).__name__})")
             continue
         rows.append((seconds, tiles, torch.equal(out, reference)))
-    print(machine())
+        print(result_line({**tiles, "seconds": seconds, "same_bits": rows[-1][2]}), flush=True)  # as it goes
+    print(machine(), "- fastest first:")
     for seconds, tiles, same in sorted(rows, key=lambda r: r[0]):
         marker = " (default)" if tiles == rademacher_triton.TILES else ""
         print(result_line({**tiles, "seconds": seconds, "tflops": flop / seconds / 1e12, "same_bits": same}) + marker)
