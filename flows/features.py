@@ -20,6 +20,8 @@ from flows.common import cli, load, summarised
 from inflow import paths
 from inflow.config import FeaturesConfig
 from inflow.data.targets import validate_targets
+from inflow.devices import wants_gpu
+from inflow.errors import InflowError
 from inflow.parallel import CORES_ENV, available_cores
 from inflow.pipeline.features import job_summary, plan_jobs, remove_stale_stores
 from inflow.store import GradientStore
@@ -36,6 +38,12 @@ def feature_task_runner(cfg: FeaturesConfig) -> TaskRunner:
 
     if cfg.dask_address != "local":
         return DaskTaskRunner(address=cfg.dask_address)
+    if cfg.workers > 1 and wants_gpu(cfg.device):
+        raise InflowError(f"features.dask_address: local starts {cfg.workers} worker processes here, and each would "
+                          "load the model onto the same GPU with batches sized for all of its memory; set "
+                          "features.workers: 1, or dask_address: '' (chunk threads take turns on the GPU), or run "
+                          "one Dask worker per GPU (CUDA_VISIBLE_DEVICES) and give features.dask_address the "
+                          "scheduler's address")
     # worker processes import `tasks` (the repo root, not an installed package) and `inflow`
     root = str(Path(tasks.__file__).resolve().parents[1])
     pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)

@@ -17,6 +17,12 @@ def resolve_device(device: str, key: str = "features.device") -> torch.device:
     return torch.device(device)
 
 
+def wants_gpu(device: str) -> bool:
+    """Whether a device setting runs on a GPU here (``cuda``, ``cuda:N``, or ``auto`` with a GPU visible), without
+    checking that the GPU exists (:func:`resolve_device` does)."""
+    return device != "cpu" and (device != "auto" or torch.cuda.is_available())
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """A precision setting as a concrete one: ``auto`` is bfloat16 on a GPU that has it, else float32."""
     if precision != "auto":

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from inflow.config import FeaturesConfig
+from inflow.errors import InflowError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +30,11 @@ def test_dask_address_picks_the_task_runner() -> None:
     assert str(ROOT) in kwargs["env"]["PYTHONPATH"].split(os.pathsep)  # workers import `tasks`
     remote = feature_task_runner(FeaturesConfig(dask_address="tcp://10.0.0.5:8786"))
     assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://10.0.0.5:8786"
+    # several local processes would each load the model onto the one GPU, with batches sized for all of it
+    with pytest.raises(InflowError, match="one Dask worker per GPU"):
+        feature_task_runner(FeaturesConfig(dask_address="local", workers=2, device="cuda"))
+    one = feature_task_runner(FeaturesConfig(dask_address="local", workers=1, device="cuda"))
+    assert one.cluster_kwargs["n_workers"] == 1
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ there are or in which order chunks run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shutil
@@ -37,6 +38,7 @@ from inflow.data.batching import Encoded
 from inflow.data.pool import load_pool
 from inflow.data.render import encode_pool, encode_targets
 from inflow.data.targets import target_sources
+from inflow.devices import wants_gpu
 from inflow.errors import InflowError, StoreMismatchError
 from inflow.parallel import torch_threads
 from inflow.paths import POOL_SPLIT
@@ -53,6 +55,7 @@ class StoreJob(Protocol):
     store: str
     task: str | None
     threads: int
+    device: str
 
     def context(self) -> StoreContext: ...
 
@@ -140,13 +143,23 @@ def select_rows(rows: list[Encoded], ids_file: str) -> list[Encoded]:
 _CONTEXTS: OrderedDict[object, StoreContext] = OrderedDict()  # per process: a model each, so only a couple
 _CONTEXTS_LOCK = threading.Lock()
 _CONTEXTS_KEPT = 2
+# A GPU's chunks take turns: each batch is sized for the whole device less one model's weights
+# (inflow.devices.default_batch_tokens), so two chunks computing at once, or a second model loaded beside the first,
+# could run it out of memory. Chunk threads of one process (features.workers with dask_address '') then overlap only
+# their reads and writes; a process holds one GPU context at a time. Reentrant: a chunk builds its context under it.
+_GPU_TURN = threading.RLock()
 
 
 def _context(job: StoreJob, refresh: bool = False) -> StoreContext:
-    """The process's context for ``job``, built on first use (or again with ``refresh``: the data changed)."""
+    """The process's context for ``job``, built on first use (or again with ``refresh``: the data changed).
+
+    A GPU job's context replaces any other GPU job's (one model per GPU; see ``_GPU_TURN``)."""
     with _CONTEXTS_LOCK:
         if refresh or job not in _CONTEXTS:
             _CONTEXTS.pop(job, None)
+            if wants_gpu(job.device):
+                for other in [j for j in _CONTEXTS if wants_gpu(j.device)]:
+                    del _CONTEXTS[other]
             _CONTEXTS[job] = job.context()
             while len(_CONTEXTS) > _CONTEXTS_KEPT:
                 _CONTEXTS.popitem(last=False)
@@ -198,6 +211,11 @@ def extract_chunk(job: StoreJob, chunk: int) -> int:
     The chunk's rows are the ones the store lists (by id, checked against their content hash), so a worker
     whose view of the data differs from the parent's refuses rather than writing other rows' features.
     """
+    with _GPU_TURN if wants_gpu(job.device) else contextlib.nullcontext():
+        return _extract_chunk(job, chunk)
+
+
+def _extract_chunk(job: StoreJob, chunk: int) -> int:
     store = GradientStore.open(job.store, writable=True)
     wanted = store.rows(chunk)
     ctx = _context(job)
