@@ -18,9 +18,11 @@ do not depend on ``features.threads``, ``features.batch_tokens`` or ``features.s
 (tested): a row's computation has the same shapes whatever rows share its batch (its own width), runs on one
 intra-op thread, and every product whose rows must be independent has at least 8 rows (MKL gives a matrix row
 the same bits in any product of 4 rows or more: :data:`inflow.devices.MIN_PRODUCT_ROWS`). On a GPU they depend on
-the token budget and the sketch group size (cuBLAS picks its kernel by shape): the store records those
-(:func:`extraction_settings`), with content hashes of the checkpoint (:mod:`inflow.store.identity`), and refuses
-to be resumed or grown under other ones.
+the token budget and the sketch group size (cuBLAS picks its kernel by shape), and a GPU pass drops the padding
+mask (:func:`causal_only_on`) and multiplies the dense sketch in TF32 under bfloat16 (:func:`sketch_tf32_on`): the
+store records those (:func:`extraction_settings`), with content hashes of the checkpoint
+(:mod:`inflow.store.identity`), and refuses to be resumed or grown under other ones. Whether a GPU repeats its bits
+from run to run depends on SDPA's fused backward kernels (atomics): ``benchmarks/determinism.py`` measures it.
 """
 
 from __future__ import annotations
@@ -202,9 +204,8 @@ def extraction_settings(job: FeatureJob, device: torch.device, adam: AdamState |
     rule (padding widths) and, on a GPU, the token budget and the sketch group size change the floating-point
     summation order, so the bytes; the device type changes the kernels, and on a GPU so do the padding mask and the
     dense sketch's product precision (``batch_tokens``, ``group_mib``, ``precision``: the values in use, defaults
-    resolved). On a CPU the thread count, the token
-    budget, the sketch group size and where chunks run (threads, Dask workers) do not (tested), so they are not
-    recorded: a store grows or resumes under any of them.
+    resolved). On a CPU the thread count, the token budget, the sketch group size and where chunks run (threads,
+    Dask workers) do not (tested), so they are not recorded: a store grows or resumes under any of them.
     """
     settings: dict = {"batching": BATCHING, "device": device.type}
     if device.type != "cpu":  # cuBLAS and the fused kernel pick their kernels by shape
