@@ -82,4 +82,11 @@ for att in eager sdpa; do
   step "standard_1b_$att" 120 45 standard.txt "$PY" benchmarks/extract.py --device "$DEV" \
     --precision "$([[ $DEV == cuda ]] && echo bfloat16 || echo float32)" "${S1B[@]}" --attention "$att" --repeats "$REP"
 done
+# the figures the issue asks for, one line per --defaults run (the whole lines are in defaults.txt)
+grep -h "speedup_vs_less_loop=" "$OUT/defaults.txt" 2>/dev/null | awk '{
+  for (i = 1; i <= NF; i++) { n = index($i, "="); v[substr($i, 1, n - 1)] = substr($i, n + 1) }
+  print "size=" v["size"], "kind=" v["sketch_kind"], "checkpointing=" v["gradient_checkpointing"],
+        "padding_mask=" v["padding_mask"], "fraction_of_peak=" v["fraction_of_peak"],
+        "x_less_loop=" v["speedup_vs_less_loop"], "tok_per_s=" v["ours_tok_per_s"], "batch_tokens=" v["batch_tokens"],
+        "mib_per_token=" v["gpu_mib_per_token"], "peak_gib=" v["gpu_peak_mem_gib"]; delete v }' | tee "$OUT/summary.txt"
 echo "done in $((SECONDS - START)) s of $BUDGET" | tee -a "$OUT/steps.txt"
