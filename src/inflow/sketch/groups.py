@@ -23,10 +23,11 @@ from concurrent.futures import Executor
 import torch
 from torch import Tensor
 
+from inflow.devices import CPU_GROUP_MIB
 from inflow.sketch.block import BlockSketch
 from inflow.sketch.cache import MIB
 
-DEFAULT_GROUP_BYTES = 256 * MIB
+DEFAULT_GROUP_BYTES = CPU_GROUP_MIB * MIB  # the features stage picks per device (inflow.devices.default_group_mib)
 
 
 class SketchGroups:

@@ -11,8 +11,8 @@ goes through one fused kernel instead (:mod:`inflow.sketch.rademacher_triton`: t
 registers inside the matmul; no piece is materialised or cached), its products in IEEE float32, or in TF32 on
 tensor cores when built with ``tf32=True`` (the features stage does so under bfloat16/float16 autocast: inputs
 rounded to 10 mantissa bits, an error of the order of a float16 store's rounding and far below the gradients'
-own bfloat16 rounding). Pick it for parity with LESS/TRAK features; on
-CPU the sparse JL and Hadamard sketches are one to two orders of magnitude faster.
+own bfloat16 rounding). Pick it for parity with LESS/TRAK features; on CPU the sparse JL and Hadamard sketches
+are one to two orders of magnitude faster.
 """
 
 from __future__ import annotations
