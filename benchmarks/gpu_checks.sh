@@ -30,10 +30,10 @@ ONLY=" ${GPU_CHECKS_STEPS:-} "
 PY="${PYTHON:-python3}"
 if [[ "${GPU_CHECKS_DRY:-0}" == 1 ]]; then  # the CPU at the quick size: every step's command line, no figures
   DEV=cpu; S1B=(--quick --examples 16); S7B=(--quick --examples 8 --min-len 100 --max-len 100); REP=1
-  SK=(--quick); SWEEP=(--quick)
+  SK=(--quick); SWEEP=(--quick); DET=(--rows 4 --tokens 96)
 else
   DEV=cuda; S1B=(--size 1b --min-len 128 --max-len 512); S7B=(--size 7b --min-len 2048 --max-len 2048 --examples 32)
-  REP=2; SK=(); SWEEP=(--repeats 2 --in-dim 262144)
+  REP=2; SK=(); SWEEP=(--repeats 2 --in-dim 262144); DET=()
 fi
 START=$SECONDS
 
@@ -57,7 +57,7 @@ step tests 150 60 tests.txt "$PY" -m pytest -q -p no:cacheprovider --basetemp "$
   tests/sketch/test_rademacher_triton.py tests/sketch/test_sketch_invariance.py tests/sketch/test_sketch_jl.py \
   tests/pipeline/test_features_cuda.py tests/training/test_loop.py -k "cuda or gpu or triton or fused"
 # do per-example gradients repeat bit for bit? (SDPA's fused backward may add with atomics; default vs deterministic)
-step determinism 60 15 tests.txt "$PY" benchmarks/determinism.py --device "$DEV"
+step determinism 90 15 tests.txt "$PY" benchmarks/determinism.py --device "$DEV" "${DET[@]}"
 # 2. the features stage's own path at its defaults (features.device: auto: token batches, precision auto, SDPA,
 #    fused sketch), 1B shape, 128-512 tokens: every sketch kind (the sketch's share is the difference between kinds)
 for kind in rademacher sparse_jl hadamard; do
