@@ -48,8 +48,7 @@ from _common import ATTENTION, SIZES, Stopwatch, apply_threads, device_sync, mac
 from _common import peak_tflops, result_line, synthetic_examples, tiny_lora_model
 from inflow.data.batching import bucket_width, collate, length_batches, token_batches
 from inflow.devices import autocast, autocast_dtype, default_batch_tokens, default_group_mib, module_bytes
-from inflow.devices import resolve_device
-from inflow.devices import resolve_precision
+from inflow.devices import resolve_device, resolve_precision
 from inflow.gradients.blocks import lora_blocks, lora_parameters
 from inflow.gradients.checkpointing import checkpoint_layers
 from inflow.gradients.features import adam_features

@@ -9,8 +9,8 @@
 #     --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 #     --platform manylinux2014_x86_64 -d .whl "$p"; done                              # 62 MB, under the 64 MiB
 # then the device tool's `run` with carry [".whl"], timeout_s 600 and the command
-#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-#     .whl/*.whl && export PYTHONPATH=/tmp/site || exit; bash benchmarks/gpu_checks.sh
+#   S=$(mktemp -d) && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+#     --target "$S" .whl/*.whl && export PYTHONPATH="$S" || exit; bash benchmarks/gpu_checks.sh
 #
 # Steps run in order of what the issue needs most (the CUDA tests, the defaults' figures at 1B for every sketch
 # kind, 7B at 2048 tokens with and without checkpointing, the kernel's tile sweep, 7B with the padding mask, then
