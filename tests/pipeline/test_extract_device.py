@@ -12,8 +12,10 @@ import torch
 from inflow.config import params_from_dict
 from inflow.devices import autocast_dtype, resolve_device
 from inflow.errors import ConfigError, InflowError, StoreMismatchError
-from inflow.pipeline.features import extract_store, open_store
+from inflow.models.loading import load_causal_lm
+from inflow.pipeline.features import FeatureContext, extract_store, open_store
 from inflow.store import GradientStore
+from inflow.training.checkpoint import load_adapter_into
 
 
 @pytest.mark.slow
@@ -68,3 +70,21 @@ def test_select_device_setting() -> None:
             resolve_device("cuda", "select.device")
     with pytest.raises(ConfigError, match="features.sketch_group_mib"):
         params_from_dict({"features": {"sketch_group_mib": -1}})
+
+
+def test_bfloat16_extraction_holds_frozen_linears_in_bfloat16_with_the_same_bits(tiny_project, tmp_path: Path) -> None:
+    job = tiny_project.job(tmp_path / "bf16.zarr", precision="bfloat16", device="cpu")
+    ctx = FeatureContext(job)
+    base = {name: m.weight.dtype for name, m in ctx.model.named_modules()
+            if type(m) is torch.nn.Linear and "lora_" not in name}
+    head = ctx.model.get_output_embeddings()
+    tied = head.weight is ctx.model.get_input_embeddings().weight
+    assert {dtype for name, dtype in base.items() if not name.endswith("lm_head")} == {torch.bfloat16}
+    assert head.weight.dtype == (torch.float32 if tied else torch.bfloat16)
+    assert {p.dtype for _, p in ctx.model.named_parameters() if p.requires_grad} == {torch.float32}
+    rows = ctx.rows[:6]
+    got = ctx.featurize(rows, job)
+    ctx.model = load_adapter_into(load_causal_lm(job.base_model), job.checkpoint).eval()  # float32 weights
+    assert torch.equal(ctx.featurize(rows, job), got)
+    assert {p.dtype for p in FeatureContext(tiny_project.job(tmp_path / "fp32.zarr")).model.parameters()} == {
+        torch.float32}

@@ -51,7 +51,7 @@ from inflow.gradients.checkpointing import checkpoint_layers
 from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import per_example_grads
 from inflow.methods.in2core.layers import kept_blocks, parse_layers
-from inflow.models.loading import load_causal_lm, model_fingerprint, resolve_model_dir
+from inflow.models.loading import cast_frozen_linears, load_causal_lm, model_fingerprint, resolve_model_dir
 from inflow.models.tokenizer import load_tokenizer, pad_token_id
 from inflow.parallel import ordered_map, resolve_threads, single_thread_pool
 from inflow.pipeline.feature_jobs import FeatureJob, checkpoints_for, job_summary, plan_jobs
@@ -110,7 +110,10 @@ class FeatureContext(StoreContext):
         self.device = resolve_device(job.device)
         self.precision = resolve_precision(job.precision, self.device)
         self.autocast = autocast_dtype(self.precision, self.device)
-        self.model = load_adapter_into(load_causal_lm(job.base_model), job.checkpoint).to(self.device)
+        model = load_adapter_into(load_causal_lm(job.base_model), job.checkpoint)
+        if self.autocast is not None and not job.hvp_task:  # (the Hessian products run the model in float32)
+            cast_frozen_linears(model, self.autocast)  # the same bits under autocast, no float32 master copy
+        self.model = model.to(self.device)
         self.model.eval()
         self.batch_tokens = job.batch_tokens or default_batch_tokens(self.model.config, self.device,
                                                                      resident_bytes=module_bytes(self.model))
