@@ -173,6 +173,52 @@ def peak_rss_gib() -> float:
     return peak / GIB if platform.system() == "Darwin" else peak * 1024 / GIB
 
 
+class SavedActivations:
+    """Bytes of the distinct tensors a gradient pass keeps for its backward: what autograd saves (a
+    ``saved_tensors_hooks`` pack hook sees each) plus the inputs of LoRA's factor Linears, which
+    :func:`inflow.gradients.per_example.per_example_grads` holds until their gradient arrives; the model's own
+    parameters and buffers are not counted (they are resident anyway). Device-independent up to what attention
+    kernels save, so a CPU measures what a GPU pass holds per token.
+
+    ``with SavedActivations(model) as saved: <one pass>`` then ``saved.bytes``. Distinct storages are counted once
+    (a view or a detached alias is its base's bytes) and held until the block exits, so no address is reused.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.skip = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+        self.storages: dict[int, torch.UntypedStorage] = {}
+        self.ran: set[int] = set()
+        self.bytes = 0
+
+    def note(self, tensor: object) -> object:
+        if isinstance(tensor, torch.Tensor) and tensor.layout == torch.strided:
+            storage = tensor.untyped_storage()
+            if storage.nbytes() and storage.data_ptr() not in self.skip:
+                self.storages[storage.data_ptr()] = storage
+        return tensor
+
+    def _held(self, module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if id(module) not in self.ran:  # a later call is a forward recomputed in the backward (checkpointing)
+            self.ran.add(id(module))
+            self.note(args[0])  # (returning it would replace the module's output)
+
+    def __enter__(self) -> SavedActivations:
+        factors = [m for name, m in self.model.named_modules() if isinstance(m, torch.nn.Linear)
+                   and any(part.startswith("lora_") for part in name.split("."))]
+        self.handles = [m.register_forward_hook(self._held) for m in factors]
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self.note, lambda t: t)
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hooks.__exit__(*exc)
+        for handle in self.handles:
+            handle.remove()
+        self.bytes = sum(storage.nbytes() for storage in self.storages.values())
+        self.storages.clear()
+
+
 def machine() -> str:
     """A short description of where the figures were taken (CPU count, torch threads, GPU if any)."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"

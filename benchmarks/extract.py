@@ -30,8 +30,9 @@ features setting at its default: :func:`inflow.pipeline.features.featurize` over
 SDPA attention, ``precision: auto``, ``batch_tokens`` from :func:`inflow.devices.default_batch_tokens`, on a CPU one
 batch per core at one intra-op thread (``threads: 0``), on a GPU without the padding mask (``--padding-mask`` keeps
 it, to measure what dropping it gains), sketch groups of :func:`inflow.devices.default_group_mib` (256 MiB on a
-CPU, 1/64 of a GPU's memory), the frozen Linear weights held in the autocast dtype under autocast
-(:func:`inflow.models.loading.cast_frozen_linears`); against the LESS-style loop at every core (on the same model).
+CPU, 1/64 of a GPU's memory), the model prepared for autocast as the stage does
+(:func:`inflow.models.autocast.autocast_only`: 16-bit frozen weights, shared 16-bit input copies); against the
+LESS-style loop at every core (on the same model).
 Passes alternate (ours, loop, ours, ...); the last line adds ``batch_tokens`` and ``workers``.
 """
 
@@ -54,7 +55,7 @@ from inflow.gradients.blocks import lora_blocks, lora_parameters
 from inflow.gradients.checkpointing import checkpoint_layers
 from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import answer_positions, example_losses, per_example_grads
-from inflow.models.loading import cast_frozen_linears
+from inflow.models.autocast import autocast_only
 from inflow.parallel import resolve_threads, torch_threads
 from inflow.pipeline.features import causal_only_on, featurize, sketch_tf32_on
 from inflow.sketch import BlockSketch
@@ -330,8 +331,8 @@ def run_defaults(args: argparse.Namespace) -> None:
     lo, hi = args.min_len or (32 if args.quick else 64), args.max_len or (128 if args.quick else 256)
     repeats = args.repeats or 3
     model = tiny_lora_model(size, r=args.r, seed=args.seed, attention="sdpa", device=device)
-    if amp is not None:  # as FeatureContext: frozen Linear weights held in the autocast dtype
-        cast_frozen_linears(model, amp)
+    if amp is not None:  # as FeatureContext prepares it
+        autocast_only(model, amp)
     if args.gradient_checkpointing:
         checkpoint_layers(model)
     resident = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0

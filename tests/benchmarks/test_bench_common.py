@@ -95,3 +95,28 @@ def test_in2core_layers_benchmark_runs_and_prints_its_figures(capsys: pytest.Cap
         assert 0 < int(f["dims"]) < int(f["all_dims"])  # one of the selector's two layers
         assert float(f["time_saved"]) == pytest.approx(1 - (float(f["extract_s"]) + float(f["influence_s"])) / (
             float(f["all_extract_s"]) + float(f["all_influence_s"])), abs=2e-3)
+
+
+def test_activations_benchmark_counts_what_autocast_only_saves(capsys: pytest.CaptureFixture[str]) -> None:
+    import activations
+
+    activations.main(["--quick", "--tokens", "32"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    figures = dict(pair.split("=", 1) for pair in last.split())
+    kib = {v: float(figures[f"kib_per_token_layer_{v}"])
+           for v in ("fp32_weights", "unshared", "autocast_only", "checkpointing")}
+    assert kib["fp32_weights"] > kib["unshared"] > kib["autocast_only"] > kib["checkpointing"] > 0
+    assert float(figures["mib_per_layer_fp32_weights"]) > 10 * float(figures["mib_per_layer_autocast_only"])
+    assert figures["unshared_same_bits"] == figures["checkpointing_same_bits"] == "true"
+    assert 0 < float(figures["shared_rel_diff_max"]) < 0.05
+
+
+def test_saved_activations_counts_distinct_storages_once() -> None:
+    from _common import SavedActivations
+
+    layer = torch.nn.Linear(8, 8)
+    x = torch.randn(4, 8, requires_grad=True)
+    with SavedActivations(layer) as saved:
+        y = layer(x)
+        (y * y).sum().backward()  # linear saves x (weight: resident, not counted); mul saves y twice: once
+    assert saved.bytes == (4 * 8 + 4 * 8) * 4

@@ -98,16 +98,20 @@ def test_extraction_settings_are_part_of_the_identity(tiny_project, tmp_path: Pa
     attrs = GradientStore.open(store).attrs
     assert attrs.extraction == {"batching": "bucket-v1", "device": "cpu"}
     # a GPU records its token budget and sketch groups (cuBLAS picks kernels by shape), its causal-only attention,
-    # and, under bfloat16 autocast, the dense sketch's TF32 products
+    # and, under bfloat16 autocast, the dense sketch's TF32 products; autocast on any device, the shared input casts
     cuda = torch.device("cuda")  # only the type is read
     gpu = extraction_settings(job, cuda, None, 4096, 2246, "float32")
     assert gpu == {"batching": "bucket-v1", "device": "cuda", "batch_tokens": 4096, "sketch_group_mib": 2246,
                    "padding_mask": False}
     assert job.sketch_kind == "rademacher"
-    assert extraction_settings(job, cuda, None, 4096, 2246, "bfloat16") == gpu | {"sketch_products": "tf32"}
+    shared = {"autocast_inputs": "shared"}
+    assert extraction_settings(job, cuda, None, 4096, 2246, "bfloat16") == gpu | shared | {"sketch_products": "tf32"}
     sparse = dataclasses.replace(job, sketch_kind="sparse_jl")
-    assert extraction_settings(sparse, cuda, None, 4096, 2246, "bfloat16") == gpu  # no dense products
-    assert extraction_settings(job, torch.device("cpu"), None, 4096, 256, "bfloat16") == attrs.extraction
+    assert extraction_settings(sparse, cuda, None, 4096, 2246, "bfloat16") == gpu | shared  # no dense products
+    assert extraction_settings(job, torch.device("cpu"), None, 4096, 256, "float32") == attrs.extraction
+    assert extraction_settings(job, torch.device("cpu"), None, 4096, 256, "bfloat16") == attrs.extraction | shared
+    hessian = dataclasses.replace(job, hvp_task="arithmetic")  # the Hessian products run the model in float32
+    assert extraction_settings(hessian, torch.device("cpu"), None, 4096, 256, "bfloat16") == attrs.extraction
     assert attrs.precision == "float32"  # precision auto on a CPU
     assert attrs.optimizer_hash == "" and attrs.adapter_hash  # SGD features never read the optimizer
     # the CPU thread count, token budget and sketch group size do not change the bytes (test_batching_identity), so

@@ -169,15 +169,22 @@ def per_example_grads_loop(model: torch.nn.Module,
 
 def _accumulate(module: torch.nn.Linear, x: torch.Tensor, grad_out: torch.Tensor, n: int,
                 dtype: torch.dtype, grads: dict[int, torch.Tensor]) -> None:
-    """Add this call's per-example weight (and bias) gradients: g_b(W) += go[b]^T @ x[b] ``[out, in]``."""
+    """Add this call's per-example weight (and bias) gradients: g_b(W) += go[b]^T @ x[b] ``[out, in]``, in ``dtype``.
+
+    Outside autocast the product runs in ``dtype`` (float32 at least). Under autocast (the backward runs in the
+    forward's autocast state, hooks included) it runs in the autocast dtype, as the forward's own products do: the
+    matmul accumulates in float32 and rounds its result to 16 bits, which is then widened to ``dtype``, where sums
+    over a layer's calls are taken. Inputs are not widened first: autocast would round them straight back."""
     if x.shape[0] != n or grad_out.shape[0] != n:
         raise InflowError(f"a LoRA layer saw activations of shape {tuple(x.shape)} whose first axis is not the "
                           f"batch ({n}); per-example gradients need [B, ..., features] activations")
-    x = x.reshape(n, -1, x.shape[-1]).to(dtype)
-    go = grad_out.reshape(n, -1, grad_out.shape[-1]).to(dtype)
-    pieces = [(module.weight, torch.bmm(go.transpose(1, 2), x))]  # [B, out, in]
+    x = x.reshape(n, -1, x.shape[-1])
+    go = grad_out.reshape(n, -1, grad_out.shape[-1])
+    if not torch.is_autocast_enabled(x.device.type):
+        x, go = x.to(dtype), go.to(dtype)
+    pieces = [(module.weight, torch.bmm(go.transpose(1, 2), x).to(dtype))]  # [B, out, in]
     if module.bias is not None and module.bias.requires_grad:
-        pieces.append((module.bias, go.sum(dim=1)))  # [B, out]
+        pieces.append((module.bias, go.to(dtype).sum(dim=1)))  # [B, out]
     for param, grad in pieces:
         key = id(param)
         grads[key] = grad if key not in grads else grads[key] + grad

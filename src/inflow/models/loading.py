@@ -76,45 +76,6 @@ def apply_lora(model: PreTrainedModel, cfg: LoraConfig) -> PeftModel:
     return get_peft_model(model, peft_cfg, autocast_adapter_dtype=True)
 
 
-def cast_frozen_linears(model: torch.nn.Module, dtype: torch.dtype) -> int:
-    """Hold the frozen float32 weights (and biases) of ``model``'s ``nn.Linear`` layers in ``dtype``, in place, for a
-    model that only runs under ``torch.autocast(dtype=dtype)``; returns the bytes freed.
-
-    Under autocast a Linear multiplies in ``dtype`` whatever its weight's dtype: a float32 weight is rounded to
-    ``dtype`` on every call, and the rounded copy is kept for the backward (autocast caches casts only of weights that
-    require grad). Rounding once, here, gives the same bits in every product, and the model holds one 16-bit copy
-    instead of a float32 master plus a 16-bit copy per layer alive in the backward (at Llama-2-7B's shape: 13.5 GB
-    instead of 27 GB + 13.5 GB).
-
-    Left as they are: trainable parameters and LoRA's factors (``lora_*`` modules), anything not a plain
-    ``nn.Linear`` (embeddings and norms run outside autocast's lists, so their float32 weights keep the residual
-    stream in float32), and any weight shared with another module (a head tied to the embeddings). Not for a model
-    that also runs outside autocast (the Hessian products of Influence Distillation differentiate it in float32).
-    """
-    owners: dict[int, list[tuple[str, torch.nn.Module]]] = {}
-    for name, module in model.named_modules():
-        for param in module.parameters(recurse=False):
-            owners.setdefault(id(param), []).append((name, module))
-
-    def castable(param: torch.nn.Parameter | None) -> bool:
-        return (param is not None and not param.requires_grad and param.dtype == torch.float32
-                and all(type(module) is torch.nn.Linear and not any(part.startswith("lora_")
-                                                                    for part in name.split("."))
-                        for name, module in owners[id(param)]))
-
-    freed = 0
-    seen: set[int] = set()
-    for module in model.modules():
-        if type(module) is not torch.nn.Linear:
-            continue
-        for param in (module.weight, module.bias):
-            if castable(param) and id(param) not in seen:
-                seen.add(id(param))
-                freed += param.numel() * (param.element_size() - torch.empty((), dtype=dtype).element_size())
-                param.data = param.data.to(dtype)
-    return freed
-
-
 def model_fingerprint(path: str | Path) -> str:
     """A cheap content fingerprint of a checkpoint: its config plus size and head of each weight file."""
     model_dir = resolve_model_dir(path)

@@ -51,7 +51,8 @@ from inflow.gradients.checkpointing import checkpoint_layers
 from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import per_example_grads
 from inflow.methods.in2core.layers import kept_blocks, parse_layers
-from inflow.models.loading import cast_frozen_linears, load_causal_lm, model_fingerprint, resolve_model_dir
+from inflow.models.autocast import autocast_only
+from inflow.models.loading import load_causal_lm, model_fingerprint, resolve_model_dir
 from inflow.models.tokenizer import load_tokenizer, pad_token_id
 from inflow.parallel import ordered_map, resolve_threads, single_thread_pool
 from inflow.pipeline.feature_jobs import FeatureJob, checkpoints_for, job_summary, plan_jobs
@@ -111,8 +112,8 @@ class FeatureContext(StoreContext):
         self.precision = resolve_precision(job.precision, self.device)
         self.autocast = autocast_dtype(self.precision, self.device)
         model = load_adapter_into(load_causal_lm(job.base_model), job.checkpoint)
-        if self.autocast is not None and not job.hvp_task:  # (the Hessian products run the model in float32)
-            cast_frozen_linears(model, self.autocast)  # the same bits under autocast, no float32 master copy
+        if autocast_inputs_shared(job, self.precision):  # (the Hessian products run the model in float32)
+            autocast_only(model, self.autocast)  # 16-bit frozen weights, one 16-bit copy of an input for all readers
         self.model = model.to(self.device)
         self.model.eval()
         self.batch_tokens = job.batch_tokens or default_batch_tokens(self.model.config, self.device,
@@ -199,6 +200,13 @@ def sketch_tf32_on(device: torch.device, precision: str) -> bool:
     return device.type == "cuda" and precision != "float32"
 
 
+def autocast_inputs_shared(job: FeatureJob, precision: str) -> bool:
+    """Whether the job's model is prepared for autocast (:func:`inflow.models.autocast.autocast_only`): under
+    bfloat16/float16 (``precision``: the one in use), except for Influence Distillation's Hessian products, which
+    differentiate the model outside autocast."""
+    return precision != "float32" and not job.hvp_task
+
+
 def extraction_settings(job: FeatureJob, device: torch.device, adam: AdamState | None, batch_tokens: int,
                         group_mib: int, precision: str) -> dict:
     """The job's settings that the feature bytes depend on beyond the model, checkpoint, rows and sketch.
@@ -207,14 +215,17 @@ def extraction_settings(job: FeatureJob, device: torch.device, adam: AdamState |
     rule (padding widths) and, on a GPU, the token budget and the sketch group size change the floating-point
     summation order, so the bytes; the device type changes the kernels, and on a GPU so do the padding mask and the
     dense sketch's product precision (``batch_tokens``, ``group_mib``, ``precision``: the values in use, defaults
-    resolved). On a CPU the thread count, the token budget, the sketch group size and where chunks run (threads,
-    Dask workers) do not (tested), so they are not recorded: a store grows or resumes under any of them.
+    resolved); under autocast, the shared 16-bit copies of the layers' inputs (:func:`autocast_inputs_shared`). On a
+    CPU the thread count, the token budget, the sketch group size and where chunks run (threads, Dask workers) do
+    not (tested), so they are not recorded: a store grows or resumes under any of them.
     """
     settings: dict = {"batching": BATCHING, "device": device.type}
     if device.type != "cpu":  # cuBLAS and the fused kernel pick their kernels by shape
         settings |= {"batch_tokens": batch_tokens, "sketch_group_mib": group_mib}
     if causal_only_on(device):
         settings["padding_mask"] = False  # SDPA's causal kernel (other bits than the masked one)
+    if autocast_inputs_shared(job, precision):
+        settings["autocast_inputs"] = "shared"  # one 16-bit copy of a float32 input for all its readers
     if job.sketch_kind == "rademacher" and sketch_tf32_on(device, precision):
         settings["sketch_products"] = "tf32"
     if job.layers:
@@ -248,7 +259,7 @@ def featurize(ctx: FeatureContext, rows: list[Encoded], batch_tokens: int, eps_i
 
     def batch_features(batch_idx: list[int]) -> torch.Tensor:
         batch = collate([rows[i] for i in batch_idx], ctx.pad_id, width=bucket_width(len(rows[batch_idx[0]])))
-        # autocast covers the forward/backward only; per-example grads, Adam and sketch run in float32
+        # autocast covers the forward/backward (the per-example outer products too); Adam and the sketch run outside
         with autocast(ctx.device, ctx.autocast):
             grads, _losses = per_example_grads(ctx.model, batch, causal_only=causal_only)
         if ctx.preconditioner is not None:
