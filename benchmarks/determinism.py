@@ -3,7 +3,8 @@
 SDPA's fused backward kernels on a GPU (flash, memory-efficient) may add partial gradients with atomics, in no fixed
 order; torch's deterministic mode (``torch.use_deterministic_algorithms``) is said to switch them to ordered paths.
 This probe answers it for the installed stack: :func:`inflow.gradients.per_example.per_example_grads` on a small
-random Llama (SDPA attention, LoRA on q/k/v/o) twice on the same right-padded batch, without the padding mask (the
+random Llama (SDPA attention, LoRA on q/k/v/o; under autocast prepared as the features stage prepares it,
+:func:`inflow.models.autocast.autocast_only`) twice on the same right-padded batch, without the padding mask (the
 features stage's GPU path: the causal flash kernel) and with it (the masked kernel), in the default mode and in
 torch's deterministic mode. Each line says whether the two passes gave the same bits and, if not, their largest
 relative difference; a mode that raises prints its error.
@@ -27,6 +28,7 @@ from _common import tiny_lora_model  # noqa: E402
 from inflow.data.batching import collate  # noqa: E402
 from inflow.devices import autocast, autocast_dtype, resolve_device, resolve_precision  # noqa: E402
 from inflow.gradients.per_example import per_example_grads  # noqa: E402
+from inflow.models.autocast import autocast_only  # noqa: E402
 
 SIZE = ModelSize(hidden=512, layers=4, heads=8, intermediate=1408, vocab=32000, kv_heads=8)  # head dim 64
 
@@ -53,6 +55,8 @@ def main(argv: list[str]) -> None:
     precision = resolve_precision("auto", device)
     amp = autocast_dtype(precision, device)
     model = tiny_lora_model(SIZE, attention="sdpa", device=device)
+    if amp is not None:  # as the features stage prepares it
+        autocast_only(model, amp)
     rows = synthetic_examples(args.rows, SIZE.vocab, args.tokens // 2, args.tokens, seed=1)
     batch = {k: v.to(device) for k, v in collate(rows, pad_id=0).items()}
     print(f"{machine()}; {precision}; batch {tuple(batch['input_ids'].shape)}", flush=True)

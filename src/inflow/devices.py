@@ -57,7 +57,8 @@ def default_batch_tokens(config: object, device: torch.device, free_bytes: int |
     processes or cached models hold at the moment, because a GPU store records its token budget and must resume
     under the same one)
     over an estimate of the bytes a token holds through a per-example gradient pass, ``64 * layers * hidden``
-    (the activations the backward keeps, in 16-bit, with room for the per-layer gradient products) plus
+    (the activations the backward keeps, with room for the backward's transients: ``benchmarks/activations.py``
+    counts 34 bytes per token, layer and hidden unit at Llama-2-7B's shape under bfloat16) plus
     ``8 * vocab`` (float32 logits and their gradient at answer positions), rounded down to a multiple of 256,
     at least 256. An estimate: set ``features.batch_tokens`` when a batch runs out of memory (lower) or the GPU
     idles (higher); ``benchmarks/extract.py --defaults`` shows what these defaults reach.

@@ -4,9 +4,10 @@ Under ``torch.autocast(dtype=bf16)`` a Linear multiplies in bfloat16 whatever it
 float32 weight and a float32 input on every call, and keeps each rounded copy for the backward (autocast caches
 casts only of leaf tensors that require grad: trainable weights, not frozen ones, not activations). The features
 stage holds float32 weights only to be rounded, so at Llama-2-7B's shape a gradient pass kept 27 GB of float32
-weights, 13.5 GB of their per-call bfloat16 copies, and per token and layer eight bfloat16 copies of two float32
-norm outputs (q, k, v and their LoRA factors, gate and up each rounding the same tensor). :func:`autocast_only`
-removes all three (measured by ``benchmarks/activations.py``; ``docs/benchmarks.md``):
+weights, 13.5 GB of their per-call bfloat16 copies, and per token and layer a bfloat16 copy of the attention norm's
+float32 output for each LoRA factor that reads it (q, k, v: the same tensor rounded three times, and once more for
+each frozen layer, transiently), and a float32 copy of ``o_proj``'s 16-bit input. :func:`autocast_only` removes
+them (measured by ``benchmarks/activations.py``; ``docs/benchmarks.md``):
 
 - :func:`cast_frozen_linears`: frozen Linear weights held in ``dtype`` (the same bits: rounding once is rounding
   every time);
