@@ -175,17 +175,19 @@ def peak_rss_gib() -> float:
 
 class SavedActivations:
     """Bytes of the distinct tensors a gradient pass keeps for its backward: what autograd saves (a
-    ``saved_tensors_hooks`` pack hook sees each) plus the inputs of LoRA's factor Linears, which
-    :func:`inflow.gradients.per_example.per_example_grads` holds until their gradient arrives; the model's own
+    ``saved_tensors_hooks`` pack hook sees each) plus the first-forward inputs of the ``held`` modules (for
+    :func:`inflow.gradients.per_example.per_example_grads`: its :func:`~inflow.gradients.per_example.lora_linears`,
+    whose inputs it holds until their gradient arrives); the model's own
     parameters and buffers are not counted (they are resident anyway). Device-independent up to what attention
     kernels save, so a CPU measures what a GPU pass holds per token.
 
-    ``with SavedActivations(model) as saved: <one pass>`` then ``saved.bytes``. Distinct storages are counted once
+    ``with SavedActivations(model, held) as saved: <one pass>`` then ``saved.bytes``. Distinct storages are counted once
     (a view or a detached alias is its base's bytes) and held until the block exits, so no address is reused.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, held: list[torch.nn.Module] = ()) -> None:
         self.model = model
+        self.held = list(held)
         self.skip = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
         self.storages: dict[int, torch.UntypedStorage] = {}
         self.ran: set[int] = set()
@@ -204,9 +206,7 @@ class SavedActivations:
             self.note(args[0])  # (returning it would replace the module's output)
 
     def __enter__(self) -> SavedActivations:
-        factors = [m for name, m in self.model.named_modules() if isinstance(m, torch.nn.Linear)
-                   and any(part.startswith("lora_") for part in name.split("."))]
-        self.handles = [m.register_forward_hook(self._held) for m in factors]
+        self.handles = [m.register_forward_hook(self._held) for m in self.held]
         self.hooks = torch.autograd.graph.saved_tensors_hooks(self.note, lambda t: t)
         self.hooks.__enter__()
         return self

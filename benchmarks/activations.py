@@ -38,8 +38,9 @@ from _common import SIZES, SavedActivations, apply_threads, machine, parser, res
 from _common import tiny_lora_model
 from inflow.data.batching import collate
 from inflow.devices import autocast_dtype
+from inflow.gradients.blocks import lora_parameters
 from inflow.gradients.checkpointing import checkpoint_layers
-from inflow.gradients.per_example import per_example_grads
+from inflow.gradients.per_example import lora_linears, per_example_grads
 from inflow.models.autocast import autocast_only
 from inflow.store.attrs import PRECISIONS
 
@@ -60,8 +61,9 @@ def layer_bytes(size_name: str, variant: str, precision: str, batches: list[dict
             autocast_only(model, amp, share_casts=variant != "unshared")
         if variant == "checkpointing":
             checkpoint_layers(model)
+        held = [m for _, m in lora_linears(model, lora_parameters(model))]  # the inputs per_example_grads holds
         for i, batch in enumerate(batches):
-            with SavedActivations(model) as saved, torch.autocast("cpu", dtype=amp or torch.bfloat16,
+            with SavedActivations(model, held) as saved, torch.autocast("cpu", dtype=amp or torch.bfloat16,
                                                                   enabled=amp is not None):
                 g, _ = per_example_grads(model, batch, causal_only=True)
             kept[layers, i] = saved.bytes

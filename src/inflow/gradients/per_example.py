@@ -36,7 +36,7 @@ from inflow.gradients.losses import (  # re-exported: where callers have always 
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IGNORE", "aligned_losses", "answer_positions", "example_losses", "per_example_grads",
+__all__ = ["IGNORE", "aligned_losses", "answer_positions", "example_losses", "lora_linears", "per_example_grads",
            "per_example_grads_loop", "scored_losses"]
 
 _LORA_FACTORS = ("lora_A", "lora_B")
@@ -89,7 +89,7 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
     there (SDPA keeps float64).
     """
     params = lora_parameters(model)
-    modules = _lora_linears(model, params)
+    modules = lora_linears(model, params)
     input_ids, attention_mask, labels = _check_batch(batch, params[0][1].device)
     n = input_ids.shape[0]
     acc_dtype = torch.promote_types(params[0][1].dtype, torch.float32)
@@ -190,9 +190,10 @@ def _accumulate(module: torch.nn.Linear, x: torch.Tensor, grad_out: torch.Tensor
         grads[key] = grad if key not in grads else grads[key] + grad
 
 
-def _lora_linears(model: torch.nn.Module,
-                  params: list[tuple[str, torch.nn.Parameter]]) -> list[tuple[str, torch.nn.Linear]]:
-    """The trainable LoRA factor Linears to hook; refuses anything whose gradient the hooks would miss."""
+def lora_linears(model: torch.nn.Module,
+                 params: list[tuple[str, torch.nn.Parameter]]) -> list[tuple[str, torch.nn.Linear]]:
+    """The trainable LoRA factor Linears (``params``: :func:`~inflow.gradients.blocks.lora_parameters`), the modules
+    :func:`per_example_grads` hooks; refuses anything whose gradient the hooks would miss."""
     if not params:
         raise InflowError("the model has no trainable parameters; wrap it with LoRA "
                           "(inflow.models.loading.apply_lora) or load an adapter with is_trainable=True")

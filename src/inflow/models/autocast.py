@@ -96,9 +96,10 @@ def share_input_casts(model: torch.nn.Module) -> list[torch.utils.hooks.Removabl
         cache = getattr(local, "cache", None)
         if cache is None:
             cache = local.cache = WeakIdKeyDictionary()
+        dtype = torch.get_autocast_dtype(x.device.type)
         cast = cache.get(x)
-        if cast is None or cast.dtype != torch.get_autocast_dtype(x.device.type):
-            cast = cache[x] = x.to(torch.get_autocast_dtype(x.device.type))
+        if cast is None or cast.dtype != dtype:
+            cast = cache[x] = x.to(dtype)
         return (cast, *args[1:])
 
     inside: set[int] = set()  # modules of a LoRA wrapper (its base layer, its factors): they get the shared copy
