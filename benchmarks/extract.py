@@ -42,39 +42,28 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import torch
 
 from _common import ATTENTION, SIZES, Stopwatch, apply_threads, device_sync, machine, model_flops, parser
 from _common import peak_tflops, result_line, synthetic_examples, tiny_lora_model
-from inflow.data.batching import bucket_width, collate, length_batches, token_batches
-from inflow.devices import autocast, autocast_dtype, default_batch_tokens, default_group_mib, module_bytes
-from inflow.devices import resolve_device, resolve_precision
+from _defaults import BETA1, BETA2, EPS, defaults_run, fake_adam_state
+from inflow.data.batching import collate, length_batches
+from inflow.devices import autocast, autocast_dtype, resolve_device
 from inflow.gradients.blocks import lora_blocks, lora_parameters
 from inflow.gradients.checkpointing import checkpoint_layers
 from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import answer_positions, example_losses, per_example_grads
-from inflow.models.autocast import autocast_only
 from inflow.parallel import resolve_threads, torch_threads
-from inflow.pipeline.features import causal_only_on, featurize, sketch_tf32_on
+from inflow.pipeline.features import sketch_tf32_on
 from inflow.sketch import BlockSketch
 from inflow.sketch.block import allocate_dims
 from inflow.sketch.cache import MIB
 from inflow.sketch.groups import SketchGroups
 from inflow.store.attrs import PRECISIONS
 
-BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 REFERENCE_PIECE_COLS = 512  # output columns per generated piece of the reference's dense matrix
 EXTRA_KINDS = ("sparse_jl", "hadamard")
-
-
-def fake_adam_state(dim: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """AdamW moments ``m, v [D]`` of plausible size (as after a short warmup), on ``device``."""
-    gen = torch.Generator().manual_seed(seed)
-    exp_avg = torch.randn(dim, generator=gen) * 1e-3
-    exp_avg_sq = torch.rand(dim, generator=gen) * 1e-6 + 1e-9
-    return exp_avg.to(device), exp_avg_sq.to(device)
 
 
 class Ours:
@@ -323,60 +312,39 @@ def main(argv: list[str] | None = None) -> None:
 
 def run_defaults(args: argparse.Namespace) -> None:
     """``--defaults``: the features stage's own extraction at its defaults against the LESS-style loop."""
-    device = resolve_device("auto" if args.device == "cpu" else args.device, "--device")
-    precision = resolve_precision("auto", device)
-    amp = autocast_dtype(precision, device)
     size = SIZES[args.size or ("quick" if args.quick else "default")]
     n = args.examples or (64 if args.quick else 256)
     lo, hi = args.min_len or (32 if args.quick else 64), args.max_len or (128 if args.quick else 256)
     repeats = args.repeats or 3
-    model = tiny_lora_model(size, r=args.r, seed=args.seed, attention="sdpa", device=device)
-    if amp is not None:  # as FeatureContext prepares it
-        autocast_only(model, amp)
-    if args.gradient_checkpointing:
-        checkpoint_layers(model)
-    resident = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-    sizes = [b.size for b in lora_blocks(model)]
-    exp_avg, exp_avg_sq = fake_adam_state(sum(sizes), args.seed, device)
-    rows = synthetic_examples(n, size.vocab, lo, hi, seed=args.seed)
-    batch_tokens = default_batch_tokens(model.config, device, resident_bytes=module_bytes(model))
-    workers = resolve_threads(args.batch_threads) if device.type == "cpu" else 1
-    causal_only = causal_only_on(device) and not args.padding_mask
-    group_mib = default_group_mib(device)
-    ctx = SimpleNamespace(model=model, pad_id=0, device=device, autocast=amp, preconditioner=None, hvp_batches=[],
-                          adam=SimpleNamespace(exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, beta1=BETA1, beta2=BETA2,
-                                               eps=EPS),
-                          sketch=BlockSketch(args.kind, args.seed, sizes, args.sketch_dim, device,
-                                             tf32=sketch_tf32_on(device, precision)))
-    shapes = [(len(b), bucket_width(len(rows[b[0]]))) for b in token_batches([len(r) for r in rows], batch_tokens)]
+    run = defaults_run(size, args.device, n, lo, hi, r=args.r, seed=args.seed, kind=args.kind,
+                       sketch_dim=args.sketch_dim, batch_threads=args.batch_threads,
+                       gradient_checkpointing=args.gradient_checkpointing, padding_mask=args.padding_mask)
+    device, rows, ctx, shapes = run.device, run.rows, run.ctx, run.shapes
+    sizes = [b.size for b in lora_blocks(ctx.model)]
     tokens = sum(len(r) for r in rows)
     print(f"model {size}, LoRA r={args.r} on q/k/v/o: D={sum(sizes)}; {n} examples, {tokens} tokens "
-          f"({sum(b * t for b, t in shapes)} padded) in {len(shapes)} batches of <= {batch_tokens} tokens; "
-          f"{device} {precision} sdpa, {workers} batch threads; sketch {args.kind} dim {args.sketch_dim}; {machine()}",
-          flush=True)
+          f"({sum(b * t for b, t in shapes)} padded) in {len(shapes)} batches of <= {run.batch_tokens} tokens; "
+          f"{device} {run.precision} sdpa, {run.workers} batch threads; sketch {args.kind} dim {args.sketch_dim}; "
+          f"{machine()}", flush=True)
     sync = device_sync(device)
-    loop = LessLoop(model, sizes, args.sketch_dim, args.seed, (exp_avg, exp_avg_sq), amp)
+    loop = LessLoop(ctx.model, sizes, args.sketch_dim, args.seed, (ctx.adam.exp_avg, ctx.adam.exp_avg_sq), ctx.autocast)
     loop_batches = [{k: v.to(device) for k, v in collate([rows[i] for i in idx], pad_id=0).items()}
                     for idx in length_batches([len(r) for r in rows], args.batch_size)]
-
-    def ours() -> None:
-        with torch_threads(1 if device.type == "cpu" else 0):
-            featurize(ctx, rows, batch_tokens, True, group_mib * MIB, workers, causal_only=causal_only)
 
     def less_loop() -> None:
         with torch_threads(resolve_threads(0) if device.type == "cpu" else 0):
             for batch in loop_batches:
                 loop(batch)
 
-    ours(), less_loop()  # warm-up, untimed
+    run(), less_loop()  # warm-up, untimed
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times: dict[str, list[float]] = {"ours": [], "less_loop": []}
     for rep in range(repeats):
-        for name, run in (("ours", ours), ("less_loop", less_loop))[:: 1 if rep % 2 == 0 else -1]:
+        for name, method in (("ours", run), ("less_loop", less_loop))[:: 1 if rep % 2 == 0 else -1]:
             sync()
             start = time.perf_counter()
-            run()
+            method()
             sync()
             times[name].append(time.perf_counter() - start)
         print(f"  pass {rep + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
@@ -385,18 +353,18 @@ def run_defaults(args: argparse.Namespace) -> None:
                                   "ours_ex_per_s": n / ours_s, "ours_tok_per_s": tokens / ours_s}
     if device.type == "cuda":
         flops = model_flops(size, shapes)
-        peak = args.peak_tflops or peak_tflops(torch.cuda.get_device_name(device), precision)
+        peak = args.peak_tflops or peak_tflops(torch.cuda.get_device_name(device), run.precision)
         figures.update({"ours_model_tflops": flops / ours_s / 1e12, "peak_tflops": peak,
                         "fraction_of_peak": flops / ours_s / 1e12 / peak if peak else float("nan"),
                         "gpu_peak_mem_gib": torch.cuda.max_memory_allocated(device) / (1 << 30),
-                        "gpu_mib_per_token": (torch.cuda.max_memory_allocated(device) - resident) / (1 << 20)
+                        "gpu_mib_per_token": (torch.cuda.max_memory_allocated(device) - run.resident) / (1 << 20)
                         / max(b * t for b, t in shapes)})
-    figures.update({"defaults": True, "batch_tokens": batch_tokens, "group_mib": group_mib, "workers": workers,
-                    "sketch_kind": args.kind,
+    figures.update({"defaults": True, "batch_tokens": run.batch_tokens, "group_mib": run.group_mib,
+                    "workers": run.workers, "sketch_kind": args.kind,
                     "examples": n, "tokens": tokens, "repeats": repeats, "device": str(device),
-                    "precision": precision, "sketch_tf32": ctx.sketch.tf32, "size": args.size or "",
+                    "precision": run.precision, "sketch_tf32": ctx.sketch.tf32, "size": args.size or "",
                     "quick": args.quick, "attention": "sdpa",
-                    "gradient_checkpointing": args.gradient_checkpointing, "padding_mask": not causal_only})
+                    "gradient_checkpointing": args.gradient_checkpointing, "padding_mask": not run.causal_only})
     print(result_line(figures), flush=True)
 
 

@@ -21,7 +21,8 @@
 # GPU_CHECKS_BUDGET_S set to what is left.
 # GPU_CHECKS_DRY=1 runs every step on the CPU at the quick size in about a minute: it checks this script's
 # plumbing here (tests/benchmarks/test_gpu_checks.py), no figures.
-# Figures go to $OUT (set by the device tool; a fresh temporary directory otherwise), then into docs/benchmarks.md.
+# Figures go to $OUT (set by the device tool; a fresh temporary directory otherwise), then into docs/benchmarks.md,
+# in at most 8 files (what the device tool brings back): tests, defaults, breakdown, sketch, standard, steps, summary.
 set -uo pipefail
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD/src" PYTHONUNBUFFERED=1
 OUT="${OUT:-$(mktemp -d)}"; mkdir -p "$OUT"; echo "figures in $OUT"
@@ -48,7 +49,7 @@ step() {  # NAME CAP_S MIN_S FILE COMMAND...: run COMMAND under the budget, its 
   echo "$name: rc ${PIPESTATUS[0]} in $((SECONDS - t0)) s (limit $limit)" | tee -a "$OUT/steps.txt"
 }
 
-step env 30 5 env.txt bash -c "nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>&1; $PY -c \
+step env 30 5 tests.txt bash -c "nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>&1; $PY -c \
 'import torch, transformers, peft; print(torch.__version__, torch.version.cuda, transformers.__version__, \
 peft.__version__); import triton; print(\"triton\", triton.__version__)'"
 # 1. CUDA tests: the fused kernel against the CPU path (fp32, bf16), the sketches' device invariance, sparse JL run to
@@ -60,7 +61,11 @@ step tests 150 60 tests.txt "$PY" -m pytest -q -p no:cacheprovider --basetemp "$
 step determinism 90 15 tests.txt "$PY" benchmarks/determinism.py --device "$DEV" "${DET[@]}"
 # 2. the features stage's own path at its defaults (features.device: auto: token batches, precision auto, SDPA,
 #    fused sketch), 1B shape, 128-512 tokens: every sketch kind (the sketch's share is the difference between kinds)
-for kind in rademacher sparse_jl hadamard; do
+step defaults_1b_rademacher 150 45 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S1B[@]}" \
+  --kind rademacher --repeats "$REP"
+#    where that time goes, by phase and kind of operator, and how busy the GPU is (a torch.profiler profile)
+step breakdown_1b 100 40 breakdown.txt "$PY" benchmarks/breakdown.py --device "$DEV" "${S1B[@]}" --examples 64
+for kind in sparse_jl hadamard; do
   step "defaults_1b_$kind" 150 45 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S1B[@]}" \
     --kind "$kind" --repeats "$REP"
 done

@@ -92,3 +92,25 @@ def test_bfloat16_extraction_prepares_the_model_for_autocast(tiny_project, tmp_p
     plain = FeatureContext(tiny_project.job(tmp_path / "fp32.zarr"))
     assert {p.dtype for p in plain.model.parameters()} == {torch.float32}
     assert "autocast_inputs" not in plain.attrs.extraction
+
+
+def test_a_batch_out_of_memory_says_which_setting_to_lower(tiny_project, tmp_path: Path) -> None:
+    """A real allocation failure inside a gradient pass (a hook asks the CPU allocator for 32 TiB) becomes a user
+    error naming the batch, the token budget and the settings that fix it; other errors pass through unchanged."""
+    job = tiny_project.job(tmp_path / "oom.zarr", batch_tokens=512)
+    ctx = FeatureContext(job)
+    layer = ctx.model.get_base_model().model.layers[0]
+    handle = layer.register_forward_hook(lambda *_: torch.empty(1 << 45, dtype=torch.uint8))
+    try:
+        with pytest.raises(InflowError, match=r"rows x \d+ tokens \(\d+ of features.batch_tokens 512\) ran out of "
+                                              r"memory on cpu: set features.batch_tokens lower \(e.g. 256\)"):
+            ctx.featurize(ctx.rows[:4], job)
+    finally:
+        handle.remove()
+    handle = layer.register_forward_hook(lambda *_: torch.ones(2) @ torch.ones(3))  # a shape error stays itself
+    try:
+        with pytest.raises(RuntimeError, match="size"):
+            ctx.featurize(ctx.rows[:4], job)
+    finally:
+        handle.remove()
+    assert ctx.featurize(ctx.rows[:4], job).shape == (4, ctx.sketch.out_dim)  # the context still works

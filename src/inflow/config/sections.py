@@ -211,7 +211,8 @@ class FeaturesConfig:
     # default (256 on a CPU, 1/64 of a GPU's memory: inflow.devices.default_group_mib)
     sketch_group_mib: int = 0
     # recompute each decoder layer's forward in the backward instead of keeping its activations: several times less
-    # memory per token (wider batches on a GPU) for about a third more compute; the bytes do not change
+    # memory per token (wider batches on a GPU) for half again the matmul work (frozen weights: the backward
+    # computes input gradients only, as much as the forward, which now runs twice); the bytes do not change
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from inflow.devices import MIN_PRODUCT_ROWS, pad_rows
+from inflow.profiling import region
 
 IGNORE = -100
 HEAD_CHUNK_BYTES = 256 << 20  # float32 logits per chunk of the LM head
@@ -100,7 +101,8 @@ def scored_losses(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     rows, cols = torch.nonzero(labels[:, 1:] != IGNORE, as_tuple=True)  # row-major: a row's tokens in order
     counts = torch.bincount(rows, minlength=labels.shape[0])
     _check_counts(counts)
-    token_losses = _head_losses(head, hidden[rows, cols], labels[rows, cols + 1], recompute)  # [N]
+    with region("head"):
+        token_losses = _head_losses(head, hidden[rows, cols], labels[rows, cols + 1], recompute)  # [N]
     sums = torch.zeros(labels.shape[0], dtype=token_losses.dtype, device=token_losses.device)
     sums = sums.index_put((rows,), token_losses, accumulate=True)  # sorted, no atomics on a GPU
     return sums / counts.to(sums.dtype)

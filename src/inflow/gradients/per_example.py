@@ -33,6 +33,7 @@ from inflow.gradients.losses import (  # re-exported: where callers have always 
     example_losses,
     scored_losses,
 )
+from inflow.profiling import region
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,8 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
             held = [args[0].detach()]  # freed as soon as this call's gradient has been used
 
             def on_grad(grad_out: torch.Tensor) -> None:
-                _accumulate(module, held.pop(), grad_out, n, acc_dtype, grads)
+                with region("outer_products"):
+                    _accumulate(module, held.pop(), grad_out, n, acc_dtype, grads)
 
             out.register_hook(on_grad)  # lives on out's autograd node: out itself is freed when the forward is done
         return record
@@ -128,14 +130,15 @@ def _run_hooked(model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear
     _ROUTES[thread] = {id(module): on_forward(name, module) for name, module in modules}
     try:
         with _eval_mode(model, modules), torch.enable_grad():
-            # the LM head on answer tokens only
-            losses = scored_losses(model, input_ids, attention_mask, labels, causal_only=causal_only)
+            with region("forward"):  # the LM head on answer tokens only
+                losses = scored_losses(model, input_ids, attention_mask, labels, causal_only=causal_only)
             idle = [name for name, count in calls.items() if count == 0]
             if idle:
                 raise InflowError(f"LoRA modules {idle[:3]} did not run in the forward pass (merged or inactive "
                                   "adapter); unmerge the adapter and set it active before extracting gradients")
             _ROUTES[thread] = {}
-            torch.autograd.grad(losses.sum(), weights, allow_unused=True)
+            with region("backward"):  # on a GPU the backward's own ops run on autograd's device thread
+                torch.autograd.grad(losses.sum(), weights, allow_unused=True)
     finally:
         del _ROUTES[thread]
     return losses.detach()

@@ -69,6 +69,7 @@ from inflow.pipeline.stores import (
     torch_threads,
 )
 from inflow.pipeline.stores import main as run_job
+from inflow.profiling import region
 from inflow.sketch import BlockSketch
 from inflow.sketch.block import allocate_dims
 from inflow.sketch.cache import MIB
@@ -260,18 +261,24 @@ def featurize(ctx: FeatureContext, rows: list[Encoded], batch_tokens: int, eps_i
     def batch_features(batch_idx: list[int]) -> torch.Tensor:
         batch = collate([rows[i] for i in batch_idx], ctx.pad_id, width=bucket_width(len(rows[batch_idx[0]])))
         # autocast covers the forward/backward (the per-example outer products too); Adam and the sketch run outside
-        with autocast(ctx.device, ctx.autocast):
-            grads, _losses = per_example_grads(ctx.model, batch, causal_only=causal_only)
-        if ctx.preconditioner is not None:
-            grads = grads.float() * ctx.preconditioner  # a ⊙ g
-        elif ctx.adam is not None:
-            a = ctx.adam
-            grads = adam_features(grads, a.exp_avg, a.exp_avg_sq, a.beta1, a.beta2, a.eps, eps_inside_sqrt)
-        if ctx.hvp_batches:  # H_t Γ(z) for every row of the batch at once (batched double backward)
-            from inflow.methods.distill.hessian import target_hvp
+        try:
+            with autocast(ctx.device, ctx.autocast):
+                grads, _losses = per_example_grads(ctx.model, batch, causal_only=causal_only)
+        except (torch.OutOfMemoryError, RuntimeError) as err:
+            if not out_of_memory(err):
+                raise
+            raise InflowError(out_of_memory_advice(tuple(batch["input_ids"].shape), batch_tokens, ctx.device)) from err
+        with region("features"):
+            if ctx.preconditioner is not None:
+                grads = grads.float() * ctx.preconditioner  # a ⊙ g
+            elif ctx.adam is not None:
+                a = ctx.adam
+                grads = adam_features(grads, a.exp_avg, a.exp_avg_sq, a.beta1, a.beta2, a.eps, eps_inside_sqrt)
+            if ctx.hvp_batches:  # H_t Γ(z) for every row of the batch at once (batched double backward)
+                from inflow.methods.distill.hessian import target_hvp
 
-            grads = target_hvp(ctx.model, ctx.hvp_batches, grads.float())
-        return grads.float()
+                grads = target_hvp(ctx.model, ctx.hvp_batches, grads.float())
+            return grads.float()
 
     pool = single_thread_pool(workers, "inflow-batch") if workers > 1 else None
     try:
@@ -282,6 +289,25 @@ def featurize(ctx: FeatureContext, rows: list[Encoded], batch_tokens: int, eps_i
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation failure: torch's on a GPU, the CPU allocator's RuntimeError on a CPU."""
+    return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err)
+
+
+def out_of_memory_advice(shape: tuple[int, int], batch_tokens: int, device: torch.device) -> str:
+    """What to change when a gradient batch of ``shape`` (rows, padded tokens) ran out of memory on ``device``.
+
+    The batch is not retried smaller here: on a GPU the token budget is part of the store's identity (it changes
+    the floating-point summation order), so a store's batches must not depend on when memory ran short."""
+    rows, width = shape
+    lower = max(256, batch_tokens // 2 // 256 * 256)
+    return (f"a gradient batch of {rows} rows x {width} tokens ({rows * width} of features.batch_tokens "
+            f"{batch_tokens}) ran out of memory on {device}: set features.batch_tokens lower (e.g. {lower}), or "
+            "features.gradient_checkpointing: true (about a quarter of the activation memory for half again the "
+            "matmul work)" + ("; a GPU store records its token budget: the features stage rebuilds a store begun "
+                              "under another one" if device.type == "cuda" else ""))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

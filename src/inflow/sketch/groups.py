@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from inflow.devices import CPU_GROUP_MIB
+from inflow.profiling import region
 from inflow.sketch.block import BlockSketch
 from inflow.sketch.cache import MIB
 
@@ -74,7 +75,8 @@ class SketchGroups:
     def _project(self, rows: int) -> None:
         """Project the first ``rows`` gathered rows and keep the rest gathered."""
         feats = self._feats[0] if len(self._feats) == 1 else torch.cat(self._feats)
-        projected = self.sketch.project(feats[:rows].float(), executor=self.executor)
+        with region("sketch"):
+            projected = self.sketch.project(feats[:rows].float(), executor=self.executor)
         self.out[torch.tensor(self._index[:rows], dtype=torch.long)] = projected.to(self.out.device)
         self.calls += 1
         rest = feats[rows:]
