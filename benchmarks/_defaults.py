@@ -6,7 +6,8 @@ moments.
 SDPA attention, ``precision: auto``, ``batch_tokens`` from :func:`inflow.devices.default_batch_tokens`, on a CPU
 one batch per core at one intra-op thread (``threads: 0``), on a GPU without the padding mask (``padding_mask``
 keeps it), sketch groups of :func:`inflow.devices.default_group_mib`, the model prepared for autocast as the stage
-prepares it (:func:`inflow.models.autocast.autocast_only`).
+prepares it (:func:`inflow.models.autocast.autocast_only`); ``compile`` compiles its layers as ``features.compile``
+does (:func:`inflow.gradients.compiling.compile_layers`, one batch at a time).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from inflow.devices import autocast_dtype, default_batch_tokens, default_group_m
 from inflow.devices import resolve_device, resolve_precision
 from inflow.gradients.blocks import lora_blocks
 from inflow.gradients.checkpointing import checkpoint_layers
+from inflow.gradients.compiling import compile_layers
 from inflow.models.autocast import autocast_only
 from inflow.parallel import resolve_threads, torch_threads
 from inflow.pipeline.features import causal_only_on, featurize, sketch_tf32_on
@@ -52,6 +54,7 @@ class DefaultsRun:
     causal_only: bool
     group_mib: int
     resident: int  # GPU bytes held before any batch (weights, LoRA, Adam moments); 0 on a CPU
+    compiled: bool = False  # the decoder layers are compiled (features.compile)
 
     @property
     def device(self) -> torch.device:
@@ -71,7 +74,8 @@ class DefaultsRun:
 
 def defaults_run(size: ModelSize, device: str, examples: int, min_len: int, max_len: int, *, r: int = 8,
                  seed: int = 0, kind: str = "rademacher", sketch_dim: int = 8192, batch_threads: int = 0,
-                 gradient_checkpointing: bool = False, padding_mask: bool = False) -> DefaultsRun:
+                 gradient_checkpointing: bool = False, padding_mask: bool = False,
+                 compile: bool = False) -> DefaultsRun:
     """Build the model, the rows and the features context of a defaults extraction (``device``: cpu, cuda, cuda:N;
     cpu means auto, which is the CPU where no GPU is visible)."""
     dev = resolve_device("auto" if device == "cpu" else device, "--device")
@@ -80,6 +84,8 @@ def defaults_run(size: ModelSize, device: str, examples: int, min_len: int, max_
     model = tiny_lora_model(size, r=r, seed=seed, attention="sdpa", device=dev)
     if amp is not None:  # as FeatureContext prepares it
         autocast_only(model, amp)
+    if compile:
+        compile_layers(model)
     if gradient_checkpointing:
         checkpoint_layers(model)
     sizes = [b.size for b in lora_blocks(model)]
@@ -92,6 +98,6 @@ def defaults_run(size: ModelSize, device: str, examples: int, min_len: int, max_
     return DefaultsRun(ctx=ctx, rows=synthetic_examples(examples, size.vocab, min_len, max_len, seed=seed), size=size,
                        precision=precision,
                        batch_tokens=default_batch_tokens(model.config, dev, resident_bytes=module_bytes(model)),
-                       workers=resolve_threads(batch_threads) if dev.type == "cpu" else 1,
+                       workers=resolve_threads(batch_threads) if dev.type == "cpu" and not compile else 1,
                        causal_only=causal_only_on(dev) and not padding_mask, group_mib=default_group_mib(dev),
-                       resident=resident)
+                       resident=resident, compiled=compile)

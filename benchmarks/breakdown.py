@@ -9,9 +9,10 @@ then once under the profiler, and attributes every operator's own time to
   inside the backward), ``features`` (Adam), ``sketch`` (the projection), ``other`` (batching, copies out);
 - a **kind**, from the operator's name: ``gemm`` (mm, addmm, bmm, ...), ``attention`` (SDPA's kernels, softmax),
   ``loss`` (log-softmax, NLL), ``copy`` (casts, copies, concatenation, indexing, fills), ``elementwise`` (every
-  other operator: norms, residual adds, rotary, SiLU, Adam's arithmetic), on a GPU ``kernel`` (kernels launched
-  outside any operator: the fused Triton sketch), on a CPU ``host`` (Python between operators, autograd's
-  bookkeeping, views).
+  other operator: norms, residual adds, rotary, SiLU, Adam's arithmetic), ``fused`` (what compiled layers run,
+  ``--compile``: inductor's generated kernels; on a CPU a compiled graph's whole call, its matmuls included), on a
+  GPU ``kernel`` (other kernels launched outside any operator: the fused Triton sketch), on a CPU ``host`` (Python
+  between operators, autograd's bookkeeping, views, the compiler's guards).
 
 On a GPU the time is the kernels' (each kernel counted under the operator that launched it), the figures add
 ``device_busy`` (the union of kernel intervals over the profiled call's wall time: below 1 the GPU waited for the
@@ -41,7 +42,9 @@ from _defaults import defaults_run
 from inflow.profiling import PREFIX
 
 PHASES = ("forward", "head", "backward", "outer_products", "features", "sketch", "other")
-KINDS = ("gemm", "attention", "loss", "copy", "elementwise", "kernel", "host")
+KINDS = ("gemm", "attention", "loss", "copy", "elementwise", "fused", "kernel", "host")
+# what compiled layers run (features.compile): a compiled graph's call on a CPU, inductor's Triton kernels on a GPU
+FUSED = ("## Call CompiledFxGraph", "triton_poi_", "triton_red_", "triton_per_", "triton_tem_", "cpp_fused")
 GEMM = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::addbmm", "aten::_scaled_mm",
         "aten::_int_mm", "aten::matmul", "aten::linear", "aten::einsum", "aten::addmv", "aten::mv", "aten::dot"}
 ATTENTION = ("scaled_dot_product", "flash_attention", "efficient_attention", "cudnn_attention", "aten::_softmax",
@@ -72,6 +75,8 @@ def kind_of(name: str, on_device: bool = True) -> str:
         return "loss"
     if name in COPY or name.startswith(("Memcpy", "Memset")):
         return "copy"
+    if name.startswith(FUSED):
+        return "fused"
     is_op = name.startswith(("aten::", "c10d::", "torch::")) and not name.startswith("torch::autograd::")
     if on_device:
         return "elementwise" if is_op else "kernel"  # a kernel launched by Python in a region (Triton)
@@ -157,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="gradient batches at once on a CPU (default 1: the profiler does not see our batch threads)")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--padding-mask", action="store_true", help="keep the padding mask on a GPU")
+    p.add_argument("--compile", action="store_true", help="compile the decoder layers (features.compile)")
     p.add_argument("--peak-tflops", type=float, help="the GPU's peak TFLOP/s (default: looked up)")
     p.add_argument("--trace", help="write the profile here (.json or .json.gz: chrome://tracing, Perfetto)")
     args = p.parse_args(argv)
@@ -165,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
                        args.min_len or (32 if args.quick else 64), args.max_len or (128 if args.quick else 256),
                        r=args.r, seed=args.seed, kind=args.kind, sketch_dim=args.sketch_dim,
                        batch_threads=args.batch_threads, gradient_checkpointing=args.gradient_checkpointing,
-                       padding_mask=args.padding_mask)
+                       padding_mask=args.padding_mask, compile=args.compile)
     on_device = run.device.type == "cuda"
     shapes = run.shapes
     print(f"model {size}; {len(run.rows)} examples in {len(shapes)} batches of <= {run.batch_tokens} tokens; "
@@ -204,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     figures.update({"size": args.size or ("quick" if args.quick else "default"), "device": str(run.device),
                     "precision": run.precision, "sketch_kind": args.kind, "batch_tokens": run.batch_tokens,
                     "workers": run.workers, "examples": len(run.rows), "batches": len(shapes),
-                    "gradient_checkpointing": args.gradient_checkpointing, "padding_mask": not run.causal_only})
+                    "gradient_checkpointing": args.gradient_checkpointing, "padding_mask": not run.causal_only,
+                    "compiled": run.compiled})
     print(result_line(figures), flush=True)
 
 

@@ -32,7 +32,8 @@ batch per core at one intra-op thread (``threads: 0``), on a GPU without the pad
 it, to measure what dropping it gains), sketch groups of :func:`inflow.devices.default_group_mib` (256 MiB on a
 CPU, 1/64 of a GPU's memory), the model prepared for autocast as the stage does
 (:func:`inflow.models.autocast.autocast_only`: 16-bit frozen weights, shared 16-bit input copies); against the
-LESS-style loop at every core (on the same model).
+LESS-style loop at every core (on the same model, eager). ``--compile`` compiles the decoder layers
+(``features.compile``); the untimed warm-up pass compiles.
 Passes alternate (ours, loop, ours, ...); the last line adds ``batch_tokens`` and ``workers``.
 """
 
@@ -237,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="--defaults: gradient batches at once on a CPU (features.threads; default 0, every core)")
     p.add_argument("--padding-mask", action="store_true",
                    help="--defaults: keep the padding mask on a GPU too (the features stage drops it there)")
+    p.add_argument("--compile", action="store_true",
+                   help="--defaults: compile the decoder layers (features.compile); the LESS-style loop stays eager")
     p.add_argument("--defaults", action="store_true",
                    help="what the features stage runs with features.device auto (--device auto, default settings)")
     args = p.parse_args(argv)
@@ -318,7 +321,8 @@ def run_defaults(args: argparse.Namespace) -> None:
     repeats = args.repeats or 3
     run = defaults_run(size, args.device, n, lo, hi, r=args.r, seed=args.seed, kind=args.kind,
                        sketch_dim=args.sketch_dim, batch_threads=args.batch_threads,
-                       gradient_checkpointing=args.gradient_checkpointing, padding_mask=args.padding_mask)
+                       gradient_checkpointing=args.gradient_checkpointing, padding_mask=args.padding_mask,
+                       compile=args.compile)
     device, rows, ctx, shapes = run.device, run.rows, run.ctx, run.shapes
     sizes = [b.size for b in lora_blocks(ctx.model)]
     tokens = sum(len(r) for r in rows)
@@ -331,8 +335,8 @@ def run_defaults(args: argparse.Namespace) -> None:
     loop_batches = [{k: v.to(device) for k, v in collate([rows[i] for i in idx], pad_id=0).items()}
                     for idx in length_batches([len(r) for r in rows], args.batch_size)]
 
-    def less_loop() -> None:
-        with torch_threads(resolve_threads(0) if device.type == "cpu" else 0):
+    def less_loop() -> None:  # eager, as LESS runs, also where ours is compiled
+        with torch_threads(resolve_threads(0) if device.type == "cpu" else 0), torch.compiler.set_stance("force_eager"):
             for batch in loop_batches:
                 loop(batch)
 
@@ -364,7 +368,8 @@ def run_defaults(args: argparse.Namespace) -> None:
                     "examples": n, "tokens": tokens, "repeats": repeats, "device": str(device),
                     "precision": run.precision, "sketch_tf32": ctx.sketch.tf32, "size": args.size or "",
                     "quick": args.quick, "attention": "sdpa",
-                    "gradient_checkpointing": args.gradient_checkpointing, "padding_mask": not run.causal_only})
+                    "gradient_checkpointing": args.gradient_checkpointing, "padding_mask": not run.causal_only,
+                    "compiled": run.compiled})
     print(result_line(figures), flush=True)
 
 

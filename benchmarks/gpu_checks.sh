@@ -65,6 +65,12 @@ step defaults_1b_rademacher 150 45 defaults.txt "$PY" benchmarks/extract.py --de
   --kind rademacher --repeats "$REP"
 #    where that time goes, by phase and kind of operator, and how busy the GPU is (a torch.profiler profile)
 step breakdown_1b 100 40 breakdown.txt "$PY" benchmarks/breakdown.py --device "$DEV" "${S1B[@]}" --examples 64
+#    the same with compiled decoder layers (features.compile: fused elementwise passes; the warm-up compiles): should
+#    compile become the GPU default?
+step defaults_1b_compile 200 90 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S1B[@]}" \
+  --kind rademacher --repeats "$REP" --compile
+step breakdown_1b_compile 150 60 breakdown.txt "$PY" benchmarks/breakdown.py --device "$DEV" "${S1B[@]}" \
+  --examples 64 --compile
 for kind in sparse_jl hadamard; do
   step "defaults_1b_$kind" 150 45 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S1B[@]}" \
     --kind "$kind" --repeats "$REP"
@@ -91,7 +97,7 @@ done
 grep -h "speedup_vs_less_loop=" "$OUT/defaults.txt" 2>/dev/null | awk '{
   for (i = 1; i <= NF; i++) { n = index($i, "="); v[substr($i, 1, n - 1)] = substr($i, n + 1) }
   print "size=" v["size"], "kind=" v["sketch_kind"], "checkpointing=" v["gradient_checkpointing"],
-        "padding_mask=" v["padding_mask"], "fraction_of_peak=" v["fraction_of_peak"],
+        "padding_mask=" v["padding_mask"], "compiled=" v["compiled"], "fraction_of_peak=" v["fraction_of_peak"],
         "x_less_loop=" v["speedup_vs_less_loop"], "tok_per_s=" v["ours_tok_per_s"], "batch_tokens=" v["batch_tokens"],
         "mib_per_token=" v["gpu_mib_per_token"], "peak_gib=" v["gpu_peak_mem_gib"]; delete v }' | tee "$OUT/summary.txt"
 echo "done in $((SECONDS - START)) s of $BUDGET" | tee -a "$OUT/steps.txt"

@@ -89,9 +89,13 @@ def test_busy_time_is_the_union_of_device_activity_without_annotations() -> None
     assert breakdown.union_length([]) == 0.0
 
 
-@pytest.mark.parametrize(("name", "kind"), [("aten::addmm", "gemm"), ("aten::_efficient_attention_backward", "attention"),
-                                             ("aten::_log_softmax_backward_data", "loss"), ("aten::copy_", "copy"),
-                                             ("Memcpy DtoD (Device -> Device)", "copy"), ("aten::rsqrt", "elementwise"),
-                                             ("rademacher_kernel", "kernel")])
+KINDS = [("aten::addmm", "gemm"), ("aten::_efficient_attention_backward", "attention"),
+         ("aten::_log_softmax_backward_data", "loss"), ("aten::copy_", "copy"),
+         ("Memcpy DtoD (Device -> Device)", "copy"), ("aten::rsqrt", "elementwise"),
+         ("triton_poi_fused_add_mul_0", "fused"), ("## Call CompiledFxGraph fxcpjr4xg5gogqlvgtik ##", "fused"),
+         ("rademacher_kernel", "kernel")]
+
+
+@pytest.mark.parametrize(("name", "kind"), KINDS)
 def test_operator_kinds(name: str, kind: str) -> None:
     assert breakdown.kind_of(name) == kind

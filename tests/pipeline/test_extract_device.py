@@ -14,6 +14,7 @@ from inflow.devices import autocast_dtype, resolve_device
 from inflow.errors import ConfigError, InflowError, StoreMismatchError
 from inflow.models.loading import load_causal_lm
 from inflow.pipeline.features import FeatureContext, extract_store, open_store
+from inflow.pipeline.stores import _takes_turns
 from inflow.store import GradientStore
 from inflow.training.checkpoint import load_adapter_into
 
@@ -58,6 +59,10 @@ def test_device_and_precision_settings() -> None:
     with pytest.raises(ConfigError, match="features.precision"):
         params_from_dict({"features": {"precision": "int8"}})
     assert params_from_dict({"features": {"device": "cuda:1", "precision": "bfloat16"}}).features.device == "cuda:1"
+    assert params_from_dict({"features": {"compile": True}}).features.compile is True
+    assert params_from_dict({}).features.compile is False  # eager until a GPU has measured compiled layers
+    with pytest.raises(ConfigError, match="features.compile: expected true or false"):
+        params_from_dict({"features": {"compile": "yes"}})
 
 
 def test_select_device_setting() -> None:
@@ -114,3 +119,18 @@ def test_a_batch_out_of_memory_says_which_setting_to_lower(tiny_project, tmp_pat
     finally:
         handle.remove()
     assert ctx.featurize(ctx.rows[:4], job).shape == (4, ctx.sketch.out_dim)  # the context still works
+
+
+@pytest.mark.slow
+def test_a_compiled_extraction_is_close_to_eager_and_recorded(tiny_project, tmp_path: Path) -> None:
+    """features.compile: the stage compiles the layers (one batch at a time), rows agree with eager ones to float32
+    rounding, and the store records it."""
+    eager = FeatureContext(tiny_project.job(tmp_path / "eager.zarr", threads=2))
+    job = tiny_project.job(tmp_path / "compiled.zarr", threads=2, compile=True)
+    ctx = FeatureContext(job)
+    assert (eager.workers, ctx.workers) == (2, 1)
+    assert _takes_turns(job) and not _takes_turns(tiny_project.job(tmp_path / "e.zarr"))  # chunks one at a time
+    assert ctx.attrs.extraction["compiled"] is True and "compiled" not in eager.attrs.extraction
+    rows = ctx.rows[:8]
+    got, want = ctx.featurize(rows, job).double(), eager.featurize(rows, job).double()
+    assert ((got - want).norm(dim=1) / want.norm(dim=1)).max() < 1e-4

@@ -9,6 +9,7 @@ activation checkpointing. Skipped without CUDA (``benchmarks/gpu_checks.sh`` run
 - Two runs of the same job agree, and activation checkpointing (the forward recomputed in the backward) agrees
   with none, to rounding: whether they repeat bit for bit depends on SDPA's fused backward kernels, which may add
   with atomics (``benchmarks/determinism.py`` measures it; ``gpu_checks.sh`` runs it).
+- Compiled decoder layers (``features.compile``) give the eager rows' directions.
 """
 
 from __future__ import annotations
@@ -63,3 +64,12 @@ def test_cuda_runs_agree_and_checkpointing_changes_nothing(tiny_project, tmp_pat
     for other in (again, checkpointed):
         np.testing.assert_allclose(other, first, rtol=0, atol=1e-3 * float(np.abs(first).max()))
         assert _row_cosines(other, first).min() > 1 - 1e-5
+
+
+def test_compiled_layers_on_cuda_keep_the_eager_directions(tiny_project, tmp_path: Path) -> None:
+    """features.compile on a GPU (inductor's Triton kernels): the eager bfloat16 store's rows to bfloat16 rounding."""
+    settings = {"device": "cuda", "precision": "auto"}
+    _, eager = _store(tiny_project, tmp_path / "eager.zarr", **settings)
+    attrs, compiled = _store(tiny_project, tmp_path / "compiled.zarr", compile=True, **settings)
+    assert attrs.extraction["compiled"] is True
+    assert _row_cosines(compiled, eager).min() > 0.99

@@ -112,11 +112,20 @@ def test_extraction_settings_are_part_of_the_identity(tiny_project, tmp_path: Pa
     assert extraction_settings(job, torch.device("cpu"), None, 4096, 256, "bfloat16") == attrs.extraction | shared
     hessian = dataclasses.replace(job, hvp_task="arithmetic")  # the Hessian products run the model in float32
     assert extraction_settings(hessian, torch.device("cpu"), None, 4096, 256, "bfloat16") == attrs.extraction
+    # compiled layers round otherwise, and their token budget is recorded on a CPU too; not under Hessian products
+    compiled = dataclasses.replace(job, compile=True)
+    assert extraction_settings(compiled, torch.device("cpu"), None, 4096, 256, "float32") == attrs.extraction | {
+        "compiled": True, "batch_tokens": 4096}
+    assert extraction_settings(compiled, cuda, None, 4096, 2246, "float32") == gpu | {"compiled": True}
+    assert extraction_settings(dataclasses.replace(compiled, hvp_task="arithmetic"), torch.device("cpu"), None, 4096,
+                               256, "float32") == attrs.extraction
     assert attrs.precision == "float32"  # precision auto on a CPU
     assert attrs.optimizer_hash == "" and attrs.adapter_hash  # SGD features never read the optimizer
     # the CPU thread count, token budget and sketch group size do not change the bytes (test_batching_identity), so
     # a store resumes under others; the precision does
     assert open_store(tiny_project.job(store, split="targets", batch_tokens=64, threads=3, sketch_group_mib=1)) == []
+    with pytest.raises(StoreMismatchError, match="compiled"):  # eager bytes are not mixed with compiled ones
+        open_store(tiny_project.job(store, split="targets", compile=True))
     with pytest.raises(StoreMismatchError, match='precision: "float32" in the store, "bfloat16" asked for now'):
         open_store(tiny_project.job(store, split="targets", precision="bfloat16"))
     rebuilt = open_store(tiny_project.job(store, split="targets", precision="bfloat16"), rebuild=True)

@@ -214,6 +214,10 @@ class FeaturesConfig:
     # memory per token (wider batches on a GPU) for half again the matmul work (frozen weights: the backward
     # computes input gradients only, as much as the forward, which now runs twice); the bytes do not change
     gradient_checkpointing: bool = False
+    # torch.compile each decoder layer (inductor fuses the elementwise passes between the matmuls: norms, rotary,
+    # residual adds, SiLU times up): for a GPU, where those passes are memory-bound; compiling takes up to a minute
+    # per process; the features agree with eager ones to rounding and stores record it (not with Hessian products)
+    compile: bool = False
 
     def __post_init__(self) -> None:
         require(is_device(self.device), "device", f"must be cpu, cuda, cuda:N or auto, got {self.device!r}")

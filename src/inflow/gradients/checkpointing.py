@@ -5,7 +5,8 @@ tensors per layer (attention and MLP intermediates). With checkpointing a layer 
 runs again in the backward to rebuild the rest (``torch.utils.checkpoint``, non-reentrant), so memory per token
 drops several times for half again the matmul work (the base weights are frozen, so the backward computes input
 gradients only, as many FLOPs as the forward, which now runs twice). transformers' own switch
-(``gradient_checkpointing_enable``) acts only in training mode, and extraction runs in eval mode (no dropout), so the layers are wrapped here.
+(``gradient_checkpointing_enable``) acts only in training mode, and extraction runs in eval mode (no dropout), so
+the layers are wrapped here.
 
 What :func:`~inflow.gradients.per_example.per_example_grads` still holds per LoRA layer is the layer input its
 hook recorded (shared by q/k/v, which read the same tensor), until that layer's gradient arrives. The recomputed

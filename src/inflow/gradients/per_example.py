@@ -60,6 +60,7 @@ class _Active:
         self.modes = [(module, module.training) for module in model.modules()]
 
 
+@torch.compiler.disable  # a graph break in compiled layers (inflow.gradients.compiling): thread ids, closures
 def _route(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
     """The one forward hook: hands the forward to the active call of the thread running it, if any."""
     callback = _ROUTES.get(threading.get_ident(), {}).get(id(module))

@@ -49,6 +49,7 @@ class FeatureJob:
     precision: str = "float32"  # autocast dtype of the forward/backward (float32: no autocast; auto: per device)
     batch_tokens: int = 0  # padded tokens per gradient batch; 0: the device's default
     gradient_checkpointing: bool = False  # recompute decoder layers in the backward (less memory, the same bytes)
+    compile: bool = False  # torch.compile the decoder layers (fused elementwise passes; recorded in the store)
     sketch_group_mib: int = 0  # MiB of features gathered per sketch call (within a chunk); 0: the device's default
     targets_format: str = "jsonl"  # data.targets_format
     label_newline: bool = True  # data.label_newline (pool rows)
@@ -143,6 +144,7 @@ def plan_jobs(cfg: FeaturesConfig, sketch: SketchConfig, data: DataConfig, split
                    dtype=cfg.dtype, eps_inside_sqrt=cfg.adam_eps_inside_sqrt, sketch_kind=sketch.kind,
                    sketch_dim=sketch.dim, sketch_seed=sketch.seed, threads=cfg.threads,
                    batch_tokens=cfg.batch_tokens, gradient_checkpointing=cfg.gradient_checkpointing,
+                   compile=cfg.compile,
                    sketch_group_mib=cfg.sketch_group_mib,
                    device=cfg.device, precision=cfg.precision, targets_format=data.targets_format,
                    label_newline=data.label_newline)

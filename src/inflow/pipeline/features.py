@@ -48,6 +48,7 @@ from inflow.devices import (
 from inflow.errors import InflowError
 from inflow.gradients.blocks import keep_blocks, lora_blocks, lora_parameters
 from inflow.gradients.checkpointing import checkpoint_layers
+from inflow.gradients.compiling import compile_layers
 from inflow.gradients.features import adam_features
 from inflow.gradients.per_example import per_example_grads
 from inflow.methods.in2core.layers import kept_blocks, parse_layers
@@ -120,8 +121,9 @@ class FeatureContext(StoreContext):
         self.batch_tokens = job.batch_tokens or default_batch_tokens(self.model.config, self.device,
                                                                      resident_bytes=module_bytes(self.model))
         self.group_mib = job.sketch_group_mib or default_group_mib(self.device)
-        # CPU: one batch per thread at one intra-op thread each (bits independent of the count); GPU: one stream
-        self.workers = resolve_threads(job.threads) if self.device.type == "cpu" else 1
+        # CPU: one batch per thread at one intra-op thread each (bits independent of the count); GPU: one stream.
+        # Compiled layers run one batch at a time (the compiler's caches are process-wide, not made for threads)
+        self.workers = resolve_threads(job.threads) if self.device.type == "cpu" and not compiled(job) else 1
         sketch_dim = job.sketch_dim
         if job.layers:  # only the kept layers, each projected to the share it has in an all-layer store
             if job.feature_kind != "sgd":
@@ -157,8 +159,11 @@ class FeatureContext(StoreContext):
             # one batch at a time: the Hessian product switches SDPA to its math backend with torch's process-wide
             # flags, which would change the kernel under a concurrent batch's forward (and could stay switched)
             self.workers = 1
-        elif job.gradient_checkpointing:  # (not under the Hessian products' double backward)
-            checkpoint_layers(self.model)
+        else:  # (neither under the Hessian products' double backward)
+            if compiled(job):
+                compile_layers(self.model)
+            if job.gradient_checkpointing:  # wraps the compiled forward
+                checkpoint_layers(self.model)
         adapter_hash, optimizer_hash = checkpoint_digests(job.checkpoint, optimizer=self.adam is not None)
         self.attrs = StoreAttrs(
             model_id=str(job.base_model), model_hash=model_fingerprint(job.base_model),
@@ -208,6 +213,12 @@ def autocast_inputs_shared(job: FeatureJob, precision: str) -> bool:
     return precision != "float32" and not job.hvp_task
 
 
+def compiled(job: FeatureJob) -> bool:
+    """Whether the job's decoder layers are compiled (:mod:`inflow.gradients.compiling`): ``features.compile``,
+    except under Influence Distillation's Hessian products (compiled graphs have no double backward)."""
+    return job.compile and not job.hvp_task
+
+
 def extraction_settings(job: FeatureJob, device: torch.device, adam: AdamState | None, batch_tokens: int,
                         group_mib: int, precision: str) -> dict:
     """The job's settings that the feature bytes depend on beyond the model, checkpoint, rows and sketch.
@@ -216,13 +227,17 @@ def extraction_settings(job: FeatureJob, device: torch.device, adam: AdamState |
     rule (padding widths) and, on a GPU, the token budget and the sketch group size change the floating-point
     summation order, so the bytes; the device type changes the kernels, and on a GPU so do the padding mask and the
     dense sketch's product precision (``batch_tokens``, ``group_mib``, ``precision``: the values in use, defaults
-    resolved); under autocast, the shared 16-bit copies of the layers' inputs (:func:`autocast_inputs_shared`). On a
+    resolved); under autocast, the shared 16-bit copies of the layers' inputs (:func:`autocast_inputs_shared`);
+    compiled layers (:func:`compiled`), whose fused kernels round otherwise and, as generated code, are not known to
+    give a row the same bits in every batch shape, so their token budget is recorded on a CPU too. Otherwise, on a
     CPU the thread count, the token budget, the sketch group size and where chunks run (threads, Dask workers) do
-    not (tested), so they are not recorded: a store grows or resumes under any of them.
+    not change the bytes (tested), so they are not recorded: a store grows or resumes under any of them.
     """
     settings: dict = {"batching": BATCHING, "device": device.type}
     if device.type != "cpu":  # cuBLAS and the fused kernel pick their kernels by shape
         settings |= {"batch_tokens": batch_tokens, "sketch_group_mib": group_mib}
+    if compiled(job):
+        settings |= {"compiled": True, "batch_tokens": batch_tokens}
     if causal_only_on(device):
         settings["padding_mask"] = False  # SDPA's causal kernel (other bits than the masked one)
     if autocast_inputs_shared(job, precision):

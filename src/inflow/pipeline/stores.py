@@ -147,6 +147,7 @@ _CONTEXTS_KEPT = 2
 # (inflow.devices.default_batch_tokens), so two chunks computing at once, or a second model loaded beside the first,
 # could run it out of memory. Chunk threads of one process (features.workers with dask_address '') then overlap only
 # their reads and writes; a process holds one GPU context at a time. Reentrant: a chunk builds its context under it.
+# Chunks of compiled layers (features.compile) take the same turns, on any device.
 _GPU_TURN = threading.RLock()
 
 
@@ -211,8 +212,14 @@ def extract_chunk(job: StoreJob, chunk: int) -> int:
     The chunk's rows are the ones the store lists (by id, checked against their content hash), so a worker
     whose view of the data differs from the parent's refuses rather than writing other rows' features.
     """
-    with _GPU_TURN if wants_gpu(job.device) else contextlib.nullcontext():
+    with _GPU_TURN if _takes_turns(job) else contextlib.nullcontext():
         return _extract_chunk(job, chunk)
+
+
+def _takes_turns(job: StoreJob) -> bool:
+    """Whether the job's chunks compute one at a time in a process: on a GPU (see ``_GPU_TURN``), and with compiled
+    layers (``FeatureJob.compile``: the compiler's caches are process-wide, not made for concurrent callers)."""
+    return wants_gpu(job.device) or bool(getattr(job, "compile", False))
 
 
 def _extract_chunk(job: StoreJob, chunk: int) -> int:

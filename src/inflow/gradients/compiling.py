@@ -1,0 +1,50 @@
+"""Compiled decoder layers for per-example gradient passes (``features.compile``).
+
+An eager decoder layer runs each elementwise step as its own kernel, reading and writing whole ``[B, T, h]``
+tensors: RMSNorm in float32 (square, mean, scale, weight), the 16-bit casts, rotary embedding, LoRA's scaling and
+add, the residual adds, SiLU times the up projection, and again for each in the backward. By our count that is
+about 1 MB per token and layer at a 1B model's shape under bfloat16, which an H200's memory streams in about as
+long as its tensor cores take for the layer's matmuls: the elementwise passes could be near half of a GPU pass
+(``benchmarks/breakdown.py`` measures the share). ``torch.compile`` (inductor) fuses each run of them into one
+kernel, forward and backward.
+
+:func:`compile_layers` compiles every decoder layer's forward (``dynamic=True``: batch shapes vary with the token
+budget and the length buckets, so one graph serves them all, and the layers share it). The hooks that
+:func:`~inflow.gradients.per_example.per_example_grads` and :func:`~inflow.models.autocast.share_input_casts` put on
+Linear modules are opaque to the compiler (``torch.compiler.disable``): each is a graph break, so a layer becomes a
+few graphs between its LoRA modules, and the fusions that matter fall inside them (the norm; rotary embedding with
+attention; the attention output's residual add with the next norm; SiLU times up with the down projection and its
+residual add). The per-example outer products run in the backward's hooks, outside the compiled graphs, as before.
+
+Fused kernels round differently from eager ones (intermediates stay in float32 registers, reductions run in
+another order), so compiled features agree with eager ones to rounding (float32: ~1e-6; bfloat16: at its level)
+and stores record ``compiled: true``. Activation checkpointing wraps the compiled forward (recomputed in the
+backward as compiled). Not under Influence Distillation's Hessian products: compiled graphs have no double backward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from inflow.gradients.checkpointing import _WRAPPED as CHECKPOINTED
+from inflow.gradients.checkpointing import decoder_layers
+
+_COMPILED = "_inflow_compiled"
+
+
+def compile_layers(model: torch.nn.Module) -> int:
+    """Replace each decoder layer's forward by ``torch.compile(forward, dynamic=True)``; returns the number compiled
+    (0 when the model has no layer transformers marks). Idempotent; before
+    :func:`~inflow.gradients.checkpointing.checkpoint_layers`, which then wraps the compiled forward. Compilation
+    happens on the first call (seconds to a minute, once per process; the layers share the graphs)."""
+    layers = decoder_layers(model)
+    for layer in layers:
+        if getattr(layer, _COMPILED, False):
+            continue
+        if getattr(layer, CHECKPOINTED, False):  # the compiler would have to trace torch.utils.checkpoint
+            raise ValueError("compile the decoder layers before checkpointing them (checkpoint_layers wraps the "
+                             "compiled forward)")
+        layer.forward = torch.compile(layer.forward, dynamic=True)
+        setattr(layer, _COMPILED, True)
+    return len(layers)
+
