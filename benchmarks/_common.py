@@ -206,7 +206,8 @@ class SavedActivations:
             self.note(args[0])  # (returning it would replace the module's output)
 
     def __enter__(self) -> SavedActivations:
-        self.handles = [m.register_forward_hook(self._held) for m in self.held]
+        held = torch.compiler.disable(self._held)  # a graph break in compiled layers, as the library's hooks
+        self.handles = [m.register_forward_hook(held) for m in self.held]
         self.hooks = torch.autograd.graph.saved_tensors_hooks(self.note, lambda t: t)
         self.hooks.__enter__()
         return self

@@ -16,7 +16,10 @@ autocast (``--precision``):
 - ``autocast_only``: as the features stage prepares it (``unshared`` plus one 16-bit copy of a float32 input for
   all the layers that read it); ``shared_rel_diff_max``: the largest relative L2 difference between a row of its
   per-example gradients and ``fp32_weights``' (bfloat16 itself puts them about 1e-2 from float64);
-- ``checkpointing``: ``autocast_only`` with activation checkpointing (``features.gradient_checkpointing``).
+- ``checkpointing``: ``autocast_only`` with activation checkpointing (``features.gradient_checkpointing``);
+- ``compiled``: ``autocast_only`` with compiled decoder layers (``features.compile``: what the compiled graphs
+  save, which the compiler's partitioner chooses, recomputing cheap elementwise results in the backward);
+  ``compiled_rel_diff_max`` as ``shared_rel_diff_max``, against ``autocast_only``.
 
 Every pass runs ``per_example_grads`` on the same batch without the padding mask (as on a GPU). ::
 
@@ -25,7 +28,8 @@ Every pass runs ``per_example_grads`` on the same batch without the padding mask
 
 The last line: ``kib_per_token_layer_<variant>``, ``mib_per_layer_<variant>``, ``estimate_kib`` (the batch-size
 estimate's ``64 * hidden``), ``saved_vs_fp32`` (1 - autocast_only / fp32_weights), ``unshared_same_bits`` and
-``shared_rel_diff_max``.
+``shared_rel_diff_max`` (and each variant's own figures when it ran: ``--variants`` picks them; ``fp32_weights``
+and ``autocast_only`` always run).
 """
 
 from __future__ import annotations
@@ -40,11 +44,13 @@ from inflow.data.batching import collate
 from inflow.devices import autocast_dtype
 from inflow.gradients.blocks import lora_parameters
 from inflow.gradients.checkpointing import checkpoint_layers
+from inflow.gradients.compiling import compile_layers
 from inflow.gradients.per_example import lora_linears, per_example_grads
 from inflow.models.autocast import autocast_only
 from inflow.store.attrs import PRECISIONS
 
 KIB, MIB = 1 << 10, 1 << 20
+VARIANTS = ("fp32_weights", "unshared", "autocast_only", "checkpointing", "compiled")
 
 
 def layer_bytes(size_name: str, variant: str, precision: str, batches: list[dict[str, torch.Tensor]],
@@ -59,6 +65,8 @@ def layer_bytes(size_name: str, variant: str, precision: str, batches: list[dict
         model = tiny_lora_model(dataclasses.replace(SIZES[size_name], layers=layers), seed=seed, attention="sdpa")
         if variant != "fp32_weights" and amp is not None:
             autocast_only(model, amp, share_casts=variant != "unshared")
+        if variant == "compiled":
+            compile_layers(model)
         if variant == "checkpointing":
             checkpoint_layers(model)
         held = [m for _, m in lora_linears(model, lora_parameters(model))]  # the inputs per_example_grads holds
@@ -76,6 +84,11 @@ def layer_bytes(size_name: str, variant: str, precision: str, batches: list[dict
     return per_token, layer[0] - per_token * tokens[0], grads
 
 
+def rel_diff_max(got: torch.Tensor, want: torch.Tensor) -> float:
+    """The largest relative L2 difference between a row of ``got [B, D]`` and the same row of ``want``."""
+    return float(((got.double() - want.double()).norm(dim=1) / want.double().norm(dim=1)).max())
+
+
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--size", choices=sorted(SIZES), help="layer shape (default: 7b; quick with --quick)")
@@ -83,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tokens", type=int, help="tokens per row (default 256, quick 64)")
     p.add_argument("--precision", default="bfloat16", choices=PRECISIONS, help="autocast of the pass")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"comma-separated, of {','.join(VARIANTS)} (fp32_weights and autocast_only always run)")
     args = p.parse_args(argv)
     apply_threads(args.threads)
     size_name = args.size or ("quick" if args.quick else "7b")
@@ -95,7 +110,11 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.precision} autocast; {machine()}", flush=True)
     figures: dict[str, object] = {}
     grads = {}
-    for variant in ("fp32_weights", "unshared", "autocast_only", "checkpointing"):
+    chosen = set(args.variants.split(",")) | {"fp32_weights", "autocast_only"}
+    unknown = chosen - set(VARIANTS)
+    if unknown:
+        p.error(f"--variants: unknown {sorted(unknown)}; choose among {', '.join(VARIANTS)}")
+    for variant in [v for v in VARIANTS if v in chosen]:
         per_token, fixed, grads[variant] = layer_bytes(size_name, variant, args.precision, batches, args.seed)
         figures[f"kib_per_token_layer_{variant}"] = per_token / KIB
         figures[f"mib_per_layer_{variant}"] = fixed / MIB
@@ -105,11 +124,14 @@ def main(argv: list[str] | None = None) -> None:
     figures.update({
         "estimate_kib": estimate / KIB,
         "saved_vs_fp32": 1 - figures["kib_per_token_layer_autocast_only"] / figures["kib_per_token_layer_fp32_weights"],
-        "unshared_same_bits": torch.equal(grads["fp32_weights"], grads["unshared"]),
-        "shared_rel_diff_max": float(((grads["autocast_only"].double() - grads["fp32_weights"].double()).norm(dim=1)
-                                      / grads["fp32_weights"].double().norm(dim=1)).max()),
-        "checkpointing_same_bits": torch.equal(grads["autocast_only"], grads["checkpointing"]),
-        "size": size_name, "rows": args.rows, "tokens": tokens, "precision": args.precision})
+        "shared_rel_diff_max": rel_diff_max(grads["autocast_only"], grads["fp32_weights"])})
+    if "unshared" in grads:
+        figures["unshared_same_bits"] = torch.equal(grads["fp32_weights"], grads["unshared"])
+    if "checkpointing" in grads:
+        figures["checkpointing_same_bits"] = torch.equal(grads["autocast_only"], grads["checkpointing"])
+    if "compiled" in grads:
+        figures["compiled_rel_diff_max"] = rel_diff_max(grads["compiled"], grads["autocast_only"])
+    figures.update({"size": size_name, "rows": args.rows, "tokens": tokens, "precision": args.precision})
     print(result_line(figures), flush=True)
 
 

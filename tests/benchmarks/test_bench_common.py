@@ -100,7 +100,7 @@ def test_in2core_layers_benchmark_runs_and_prints_its_figures(capsys: pytest.Cap
 def test_activations_benchmark_counts_what_autocast_only_saves(capsys: pytest.CaptureFixture[str]) -> None:
     import activations
 
-    activations.main(["--quick", "--tokens", "32"])
+    activations.main(["--quick", "--tokens", "32", "--variants", "unshared,checkpointing"])  # compiled: below
     last = capsys.readouterr().out.strip().splitlines()[-1]
     figures = dict(pair.split("=", 1) for pair in last.split())
     kib = {v: float(figures[f"kib_per_token_layer_{v}"])
@@ -109,6 +109,18 @@ def test_activations_benchmark_counts_what_autocast_only_saves(capsys: pytest.Ca
     assert float(figures["mib_per_layer_fp32_weights"]) > 10 * float(figures["mib_per_layer_autocast_only"])
     assert figures["unshared_same_bits"] == figures["checkpointing_same_bits"] == "true"
     assert 0 < float(figures["shared_rel_diff_max"]) < 0.05
+
+
+@pytest.mark.slow
+def test_activations_benchmark_counts_compiled_layers(capsys: pytest.CaptureFixture[str]) -> None:
+    import activations
+
+    activations.main(["--quick", "--tokens", "32", "--precision", "float32", "--variants", "compiled"])
+    figures = dict(pair.split("=", 1) for pair in capsys.readouterr().out.strip().splitlines()[-1].split())
+    # float32: the compiled graphs recompute cheap elementwise results instead of saving them
+    assert 0 < float(figures["kib_per_token_layer_compiled"]) < float(figures["kib_per_token_layer_autocast_only"])
+    assert float(figures["compiled_rel_diff_max"]) < 1e-5
+    assert "checkpointing_same_bits" not in figures  # a variant not asked for is not run
 
 
 def test_saved_activations_counts_distinct_storages_once() -> None:
