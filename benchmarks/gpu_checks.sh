@@ -66,35 +66,36 @@ step defaults_1b_rademacher 150 45 defaults.txt "$PY" benchmarks/extract.py --de
 #    where that time goes, by phase and kind of operator, and how busy the GPU is (a torch.profiler profile)
 step breakdown_1b 100 40 breakdown.txt "$PY" benchmarks/breakdown.py --device "$DEV" "${S1B[@]}" --examples 64
 #    the same with compiled decoder layers (features.compile: fused elementwise passes; the warm-up compiles): should
-#    compile become the GPU default?
-step defaults_1b_compile 200 90 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S1B[@]}" \
-  --kind rademacher --repeats "$REP" --compile
+#    compile become the GPU default? (--no-loop here and below: the LESS-style loop, timed once per shape above,
+#    depends on neither the sketch kind nor compiling, and its passes are most of a step's time)
+step defaults_1b_compile 150 60 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S1B[@]}" \
+  --kind rademacher --repeats "$REP" --compile --no-loop
 step breakdown_1b_compile 150 60 breakdown.txt "$PY" benchmarks/breakdown.py --device "$DEV" "${S1B[@]}" \
   --examples 64 --compile
 for kind in sparse_jl hadamard; do
-  step "defaults_1b_$kind" 150 45 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S1B[@]}" \
-    --kind "$kind" --repeats "$REP"
+  step "defaults_1b_$kind" 90 30 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S1B[@]}" \
+    --kind "$kind" --repeats "$REP" --no-loop
 done
 # 3. 7B shape (Llama-2-7B, LoRA r 8 on q,k,v,o), 2048-token rows: fits? fraction of peak, memory per token, then
 #    with activation checkpointing (features.gradient_checkpointing)
 step defaults_7b 170 70 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S7B[@]}" --repeats 1
-step defaults_7b_checkpointing 170 70 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" \
-  "${S7B[@]}" --repeats 1 --gradient-checkpointing
+step defaults_7b_checkpointing 120 50 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" \
+  "${S7B[@]}" --repeats 1 --gradient-checkpointing --no-loop
 # 4. the sketch alone: torch path vs fused kernel, TF32 products (what bf16 extraction uses) and IEEE fp32, then
 #    the tile sweep of the TF32 kernel (which tiles keep the bits)
 step sketch 90 30 sketch.txt bash -c "$PY benchmarks/sketch.py --device $DEV --tf32 ${SK[*]} && \
   $PY benchmarks/sketch.py --device $DEV ${SK[*]}"
 step sweep 120 40 sketch.txt "$PY" benchmarks/sketch.py --device "$DEV" --sweep --tf32 "${SWEEP[@]}"
 # 5. what dropping the padding mask on a GPU gains (SDPA's causal flash kernel vs its masked kernel), 7B at 2048
-step defaults_7b_masked 170 70 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S7B[@]}" \
-  --repeats 1 --padding-mask
+step defaults_7b_masked 120 50 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S7B[@]}" \
+  --repeats 1 --padding-mask --no-loop
 # 6. the issue's table rows (standard mode: rows per batch, eager vs SDPA) for comparison with b30bd0b
 for att in eager sdpa; do
   step "standard_1b_$att" 120 45 standard.txt "$PY" benchmarks/extract.py --device "$DEV" \
     --precision "$([[ $DEV == cuda ]] && echo bfloat16 || echo float32)" "${S1B[@]}" --attention "$att" --repeats "$REP"
 done
 # the figures the issue asks for, one line per --defaults run (the whole lines are in defaults.txt)
-grep -h "speedup_vs_less_loop=" "$OUT/defaults.txt" 2>/dev/null | awk '{
+grep -h "defaults=true" "$OUT/defaults.txt" 2>/dev/null | awk '{
   for (i = 1; i <= NF; i++) { n = index($i, "="); v[substr($i, 1, n - 1)] = substr($i, n + 1) }
   print "size=" v["size"], "kind=" v["sketch_kind"], "checkpointing=" v["gradient_checkpointing"],
         "padding_mask=" v["padding_mask"], "compiled=" v["compiled"], "fraction_of_peak=" v["fraction_of_peak"],

@@ -53,7 +53,10 @@ def test_the_dry_run_runs_every_step_without_what_the_image_lacks(tmp_path: Path
     assert all(": rc 0 in " in line for line in ran.values()), lines
     assert lines[-1].startswith("done in ")
     defaults = (tmp_path / "out" / "defaults.txt").read_text()
-    assert defaults.count("speedup_vs_less_loop=") == 7  # each defaults step printed its figures
+    assert defaults.count("defaults=true") == 7  # each defaults step printed its figures
+    assert defaults.count("speedup_vs_less_loop=") == 2  # the loop timed once per shape (1B, 7B)
+    summary = (tmp_path / "out" / "summary.txt").read_text().splitlines()
+    assert len(summary) == 7 and all("fraction_of_peak=" in line for line in summary)
     assert (tmp_path / "out" / "breakdown.txt").read_text().count("phase_outer_products=") == 2  # the profiles
     assert len(list((tmp_path / "out").iterdir())) <= MAX_FILES
 
