@@ -97,7 +97,8 @@ def defaults_run(size: ModelSize, device: str, examples: int, min_len: int, max_
                           sketch=BlockSketch(kind, seed, sizes, sketch_dim, dev, tf32=sketch_tf32_on(dev, precision)))
     return DefaultsRun(ctx=ctx, rows=synthetic_examples(examples, size.vocab, min_len, max_len, seed=seed), size=size,
                        precision=precision,
-                       batch_tokens=default_batch_tokens(model.config, dev, resident_bytes=module_bytes(model)),
+                       batch_tokens=default_batch_tokens(model.config, dev, resident_bytes=module_bytes(model),
+                                                         checkpointing=gradient_checkpointing),
                        workers=resolve_threads(batch_threads) if dev.type == "cpu" and not compile else 1,
                        causal_only=causal_only_on(dev) and not padding_mask, group_mib=default_group_mib(dev),
                        resident=resident, compiled=compile)

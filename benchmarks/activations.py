@@ -43,7 +43,7 @@ from _common import tiny_lora_model
 from inflow.data.batching import collate
 from inflow.devices import autocast_dtype
 from inflow.gradients.blocks import lora_parameters
-from inflow.gradients.checkpointing import checkpoint_layers
+from inflow.gradients.checkpointing import checkpoint_layers, checkpointed_modules
 from inflow.gradients.compiling import compile_layers
 from inflow.gradients.per_example import lora_linears, per_example_grads
 from inflow.models.autocast import autocast_only
@@ -69,7 +69,8 @@ def layer_bytes(size_name: str, variant: str, precision: str, batches: list[dict
             compile_layers(model)
         if variant == "checkpointing":
             checkpoint_layers(model)
-        held = [m for _, m in lora_linears(model, lora_parameters(model))]  # the inputs per_example_grads holds
+        deferred = checkpointed_modules(model)  # there per_example_grads takes the inputs from the recompute
+        held = [m for _, m in lora_linears(model, lora_parameters(model)) if id(m) not in deferred]
         for i, batch in enumerate(batches):
             with SavedActivations(model, held) as saved, torch.autocast("cpu", dtype=amp or torch.bfloat16,
                                                                   enabled=amp is not None):

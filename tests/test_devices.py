@@ -32,6 +32,10 @@ def test_batch_tokens_scale_with_free_memory_and_model_size() -> None:
     per_token = 64 * 32 * 4096 + 8 * 32000
     assert big == int(0.6 * 130 * GIB / per_token) // 256 * 256
     assert default_batch_tokens(one_b, cuda, free_bytes=GIB // 100) == 256  # never below one small batch
+    # with checkpointing a layer keeps its input alone: about 5.5 times the tokens at 7B
+    wide = default_batch_tokens(seven_b, cuda, 130 * GIB, checkpointing=True)
+    assert wide == int(0.6 * 130 * GIB / ((8 * 32 + 64) * 4096 + 8 * 32000)) // 256 * 256
+    assert 4.5 * big < wide < 6 * big
     assert default_batch_tokens(one_b, torch.device("cpu")) == CPU_BATCH_TOKENS
 
 

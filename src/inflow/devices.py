@@ -49,7 +49,7 @@ CPU_BATCH_TOKENS = 1024  # per batch; a CPU runs one batch per core at once, so 
 
 
 def default_batch_tokens(config: object, device: torch.device, free_bytes: int | None = None,
-                         resident_bytes: int = 0) -> int:
+                         resident_bytes: int = 0, checkpointing: bool = False) -> int:
     """A token budget per gradient batch for a model of this ``config`` (a transformers config) on ``device``.
 
     CPU: :data:`CPU_BATCH_TOKENS`. GPU: 60% of the memory left (``free_bytes``; default: the device's total memory
@@ -60,8 +60,12 @@ def default_batch_tokens(config: object, device: torch.device, free_bytes: int |
     (the activations the backward keeps, with room for the backward's transients: ``benchmarks/activations.py``
     counts 34 bytes per token, layer and hidden unit at Llama-2-7B's shape under bfloat16) plus
     ``8 * vocab`` (float32 logits and their gradient at answer positions), rounded down to a multiple of 256,
-    at least 256. An estimate: set ``features.batch_tokens`` when a batch runs out of memory (lower) or the GPU
-    idles (higher); ``benchmarks/extract.py --defaults`` shows what these defaults reach.
+    at least 256. With activation checkpointing (``checkpointing``) a layer keeps only its input until the
+    backward (4 bytes per hidden unit; ``benchmarks/activations.py`` counts exactly that at 7B) and one layer at a
+    time holds its whole activations, recomputed: ``8 * layers * hidden + 64 * hidden`` (the same 2x margin), so
+    about 5.5 times the tokens at Llama-2-7B's shape. An estimate: set ``features.batch_tokens`` when a batch runs
+    out of memory (lower) or the GPU idles (higher); ``benchmarks/extract.py --defaults`` shows what these defaults
+    reach.
     """
     if device.type != "cuda":
         return CPU_BATCH_TOKENS
@@ -70,7 +74,8 @@ def default_batch_tokens(config: object, device: torch.device, free_bytes: int |
     layers = int(getattr(config, "num_hidden_layers", 1))
     hidden = int(getattr(config, "hidden_size", 1))
     vocab = int(getattr(config, "vocab_size", 0))
-    per_token = 64 * layers * hidden + 8 * vocab
+    kept = (8 * layers + 64) * hidden if checkpointing else 64 * layers * hidden
+    per_token = kept + 8 * vocab
     return max(256, int(0.6 * free_bytes / per_token) // 256 * 256)
 
 

@@ -6,9 +6,15 @@ import copy
 
 import torch
 from test_per_example import ALL, LENGTHS, make_batch, tiny_lora
+from torch.multiprocessing.reductions import StorageWeakRef
 
+from inflow.gradients.blocks import lora_parameters
 from inflow.gradients.checkpointing import checkpoint_layers, decoder_layers
-from inflow.gradients.per_example import per_example_grads, per_example_grads_loop
+from inflow.gradients.per_example import (
+    lora_linears,
+    per_example_grads,
+    per_example_grads_loop,
+)
 from inflow.parallel import torch_threads
 
 
@@ -57,3 +63,41 @@ def test_checkpointing_keeps_fewer_activations() -> None:
     plain = _saved_bytes(model, batch)
     checkpoint_layers(model)
     assert _saved_bytes(model, batch) < plain / 2
+
+
+def _first_inputs_alive_at_backward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> int:
+    """How many LoRA factors' first-forward inputs are still alive when the backward starts (at the final norm,
+    before any decoder layer's backward or recompute)."""
+    params = lora_parameters(model)
+    firsts: list[StorageWeakRef] = []  # the storages: what is held is a detached alias
+    seen: set[int] = set()
+
+    def note(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if id(module) not in seen:  # the first forward, not the recompute
+            seen.add(id(module))
+            firsts.append(StorageWeakRef(args[0].untyped_storage()))
+
+    alive: list[int] = []
+
+    def at_norm(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        out.register_hook(lambda grad: alive.append(sum(not ref.expired() for ref in firsts)))
+
+    handles = [m.register_forward_hook(note) for _, m in lora_linears(model, params)]
+    handles.append(model.get_base_model().model.norm.register_forward_hook(at_norm))
+    try:
+        per_example_grads(model, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(firsts) == len(lora_linears(model, params)) and len(alive) == 1
+    return alive[0]
+
+
+def test_a_checkpointed_layer_keeps_no_lora_input_from_its_first_forward() -> None:
+    """Under checkpointing the factors' inputs come from the recomputed forward (paired with their gradients in
+    either order: q/k/v's inputs come first, down_proj's gradient does), so none of the first forward's is held."""
+    model = tiny_lora(dtype=torch.float32, targets=ALL)
+    batch = make_batch(LENGTHS, width=16)
+    assert _first_inputs_alive_at_backward(model, batch) > 0  # without checkpointing they are held (and saved)
+    checkpoint_layers(model)
+    assert _first_inputs_alive_at_backward(model, batch) == 0

@@ -9,7 +9,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from inflow.gradients.checkpointing import checkpoint_layers
-from inflow.gradients.compiling import compile_layers
+from inflow.gradients.compiling import RECOMPILE_LIMIT, compile_layers
 from inflow.gradients.per_example import per_example_grads
 from inflow.models.autocast import autocast_only
 from tests.gradients.test_per_example import ALL, make_batch, tiny_lora
@@ -74,3 +74,9 @@ def test_layers_are_compiled_before_they_are_checkpointed() -> None:
     checkpoint_layers(model)
     with pytest.raises(ValueError, match="compile the decoder layers before checkpointing them"):
         compile_layers(model)
+
+
+def test_compiling_leaves_room_for_many_graph_variants() -> None:
+    """torch falls back to eager, silently, past its recompile limit; a process compiling layers raises it."""
+    compile_layers(tiny_lora(dtype=torch.float32))  # (nothing compiles before the first call)
+    assert torch._dynamo.config.recompile_limit >= RECOMPILE_LIMIT > 8

@@ -8,8 +8,9 @@ gradients only, as many FLOPs as the forward, which now runs twice). transformer
 (``gradient_checkpointing_enable``) acts only in training mode, and extraction runs in eval mode (no dropout), so
 the layers are wrapped here.
 
-What :func:`~inflow.gradients.per_example.per_example_grads` still holds per LoRA layer is the layer input its
-hook recorded (shared by q/k/v, which read the same tensor), until that layer's gradient arrives. The recomputed
+:func:`~inflow.gradients.per_example.per_example_grads` then takes a LoRA factor's input from the recomputed forward
+(:func:`checkpointed_modules`), not the first: what a checkpointed layer keeps from its forward to its backward is
+its input alone. The recomputed
 forward gives the same bits as the first (same kernels, same inputs), so checkpointing does not change a store's
 bytes (tested); the features are those of the plain pass.
 """
@@ -31,6 +32,12 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+
+def checkpointed_modules(model: torch.nn.Module) -> set[int]:
+    """Ids of the modules inside decoder layers that :func:`checkpoint_layers` wrapped (their forwards run again in
+    the backward)."""
+    return {id(m) for layer in decoder_layers(model) if getattr(layer, _WRAPPED, False) for m in layer.modules()}
 
 
 def checkpoint_layers(model: torch.nn.Module) -> int:

@@ -30,6 +30,11 @@ from inflow.gradients.checkpointing import _WRAPPED as CHECKPOINTED
 from inflow.gradients.checkpointing import decoder_layers
 
 _COMPILED = "_inflow_compiled"
+# Graphs compiled per code object before torch falls back to eager for it, silently: a layer's forward gets one per
+# variant of its guards (the first layer's input needs no gradient, the others' do; a batch of one row; the padding
+# mask or none; each dtype and autocast setting), and the layers of every model compiled in the process share them.
+# torch's default, 8, is reached by a process that extracts under two settings; ours leaves room for many.
+RECOMPILE_LIMIT = 64
 
 
 def compile_layers(model: torch.nn.Module) -> int:
@@ -38,6 +43,8 @@ def compile_layers(model: torch.nn.Module) -> int:
     :func:`~inflow.gradients.checkpointing.checkpoint_layers`, which then wraps the compiled forward. Compilation
     happens on the first call (seconds to a minute, once per process; the layers share the graphs)."""
     layers = decoder_layers(model)
+    if layers and torch._dynamo.config.recompile_limit < RECOMPILE_LIMIT:
+        torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
     for layer in layers:
         if getattr(layer, _COMPILED, False):
             continue

@@ -26,6 +26,7 @@ import torch
 
 from inflow.errors import InflowError
 from inflow.gradients.blocks import lora_parameters
+from inflow.gradients.checkpointing import checkpointed_modules
 from inflow.gradients.losses import (  # re-exported: where callers have always found them
     IGNORE,
     aligned_losses,
@@ -46,9 +47,12 @@ _LORA_FACTORS = ("lora_A", "lora_B")
 # active on a model, each of its LoRA Linears carries one dispatching hook, added by the first call and removed by
 # the last; a forward is routed to the call of the thread that runs it (_ROUTES: thread id -> {module id: callback}).
 # Eval mode is switched on by the first call and restored by the last too.
+# During a call's backward, the modules whose recomputed forward it captures (_RECOMPUTES: thread id -> {module id:
+# callback}; see _route_recompute).
 _ACTIVE: weakref.WeakKeyDictionary[torch.nn.Module, _Active] = weakref.WeakKeyDictionary()
 _ACTIVE_GUARD = threading.Lock()
 _ROUTES: dict[int, dict[int, Callable[[tuple, torch.Tensor], None]]] = {}
+_RECOMPUTES: dict[int, dict[int, Callable[[tuple], None]]] = {}
 
 
 class _Active:
@@ -58,6 +62,22 @@ class _Active:
         self.count = 0
         self.handles: dict[int, torch.utils.hooks.RemovableHandle] = {}
         self.modes = [(module, module.training) for module in model.modules()]
+
+
+@torch.compiler.disable  # a graph break in compiled layers (inflow.gradients.compiling): thread ids, closures
+def _route_recompute(module: torch.nn.Module, args: tuple) -> None:
+    """The forward pre-hook of a checkpointed layer's LoRA factor: hands the input of its recomputed forward to the
+    call in its backward. A CPU recomputes on the thread that called the backward; a GPU on autograd's own device
+    thread, where the one call in its backward is the one (a GPU runs one batch at a time). A pre-hook, as the
+    recompute stops once the layer's saved tensors are rebuilt, which can be inside a module."""
+    thread = threading.get_ident()
+    routes = _RECOMPUTES.get(thread)
+    if routes is None and thread not in _ROUTES:  # not a thread running a call: autograd's device thread
+        waiting = list(_RECOMPUTES.values())  # (one step: other threads may add or remove theirs meanwhile)
+        routes = waiting[0] if len(waiting) == 1 else None
+    callback = (routes or {}).get(id(module))
+    if callback is not None:
+        callback(args)
 
 
 @torch.compiler.disable  # a graph break in compiled layers (inflow.gradients.compiling): thread ids, closures
@@ -98,20 +118,59 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
     grads: dict[int, torch.Tensor] = {}  # id(parameter) -> [B, *shape]
     calls = {name: 0 for name, _ in modules}
 
+    # In a checkpointed layer a factor's input is taken from the forward recomputed in the backward, not held from
+    # the first: the layer keeps only its own input meanwhile. The recompute runs when the backward first needs one
+    # of the layer's saved tensors, which can be after a factor's output gradient (a LoRA on down_proj gets it
+    # straight through the residual add): input and gradient are paired in whichever order they come.
+    deferred = {id(m): name for name, m in modules if id(m) in checkpointed_modules(model)}
+    waiting: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {i: ([], []) for i in deferred}
+
+    def product(module: torch.nn.Linear, x: torch.Tensor, grad_out: torch.Tensor) -> None:
+        with region("outer_products"):
+            _accumulate(module, x, grad_out, n, acc_dtype, grads)
+
     def on_forward(name: str, module: torch.nn.Linear) -> Callable[[tuple, torch.Tensor], None]:
         def record(args: tuple, out: torch.Tensor) -> None:
             calls[name] += 1
-            held = [args[0].detach()]  # freed as soon as this call's gradient has been used
+            if id(module) in deferred:
+                if calls[name] > 1:
+                    raise InflowError(f"{name} runs twice in a forward pass inside a checkpointed layer, so its "
+                                      "recomputed inputs cannot be told apart; turn features.gradient_checkpointing "
+                                      "off")
+                xs, gos = waiting[id(module)]
 
-            def on_grad(grad_out: torch.Tensor) -> None:
-                with region("outer_products"):
-                    _accumulate(module, held.pop(), grad_out, n, acc_dtype, grads)
+                def on_grad(grad_out: torch.Tensor) -> None:  # its input comes, or came, with the recompute
+                    if xs:
+                        product(module, xs.pop(), grad_out)
+                    else:
+                        gos.append(grad_out)
+            else:
+                held = [args[0].detach()]  # freed as soon as this call's gradient has been used
+
+                def on_grad(grad_out: torch.Tensor) -> None:
+                    product(module, held.pop(), grad_out)
 
             out.register_hook(on_grad)  # lives on out's autograd node: out itself is freed when the forward is done
         return record
 
+    def on_recompute(module: torch.nn.Linear) -> Callable[[tuple], None]:
+        xs, gos = waiting[id(module)]
+
+        def capture(args: tuple) -> None:
+            x = args[0].detach()
+            if gos:
+                product(module, x, gos.pop())
+            else:
+                xs.append(x)
+        return capture
+
     weights = [p for _, p in params]
-    losses = _run_hooked(model, modules, on_forward, calls, weights, input_ids, attention_mask, labels, causal_only)
+    losses = _run_hooked(model, modules, on_forward, calls, weights, input_ids, attention_mask, labels, causal_only,
+                         {id(m): on_recompute(m) for _, m in modules if id(m) in deferred})
+    unpaired = [deferred[i] for i, (_, gos) in waiting.items() if gos]  # (an input without a gradient: zero, as
+    if unpaired:  # a factor whose output the loss ignores)
+        raise InflowError(f"activation checkpointing: the forward recomputed in the backward did not pair with the "
+                          f"gradients of {unpaired[:3]}; turn features.gradient_checkpointing off")
     flat = [grads.get(id(p), torch.zeros((n, *p.shape), dtype=acc_dtype, device=p.device)).reshape(n, -1)
             for _, p in params]
     return torch.cat(flat, dim=1), losses
@@ -120,17 +179,19 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
 def _run_hooked(model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]],
                 on_forward: Callable[[str, torch.nn.Linear], Callable[..., None]], calls: dict[str, int],
                 weights: list[torch.Tensor], input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                labels: torch.Tensor, causal_only: bool) -> torch.Tensor:
+                labels: torch.Tensor, causal_only: bool,
+                on_recompute: dict[int, Callable[[tuple], None]]) -> torch.Tensor:
     """One hooked forward and backward of the batch; returns the detached per-example losses ``[B]``.
 
     The backward asks for the LoRA weights' (summed) gradients, a small by-product, rather than for the LoRA
     outputs' gradients, which would keep every output alive until the backward; the per-example gradients come
     from the hooks on the way. Forwards recomputed during the backward (activation checkpointing) are not
-    recorded again."""
+    recorded again; the inputs of the modules in ``on_recompute`` (module id -> callback) are handed to it then."""
     thread = threading.get_ident()
     _ROUTES[thread] = {id(module): on_forward(name, module) for name, module in modules}
+    recomputing = [m for _, m in modules if id(m) in on_recompute]
     try:
-        with _eval_mode(model, modules), torch.enable_grad():
+        with _eval_mode(model, modules, recomputing), torch.enable_grad():
             with region("forward"):  # the LM head on answer tokens only
                 losses = scored_losses(model, input_ids, attention_mask, labels, causal_only=causal_only)
             idle = [name for name, count in calls.items() if count == 0]
@@ -138,10 +199,12 @@ def _run_hooked(model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear
                 raise InflowError(f"LoRA modules {idle[:3]} did not run in the forward pass (merged or inactive "
                                   "adapter); unmerge the adapter and set it active before extracting gradients")
             _ROUTES[thread] = {}
+            _RECOMPUTES[thread] = on_recompute
             with region("backward"):  # on a GPU the backward's own ops run on autograd's device thread
                 torch.autograd.grad(losses.sum(), weights, allow_unused=True)
     finally:
         del _ROUTES[thread]
+        _RECOMPUTES.pop(thread, None)
     return losses.detach()
 
 
@@ -247,9 +310,11 @@ def _check_batch(batch: Mapping[str, torch.Tensor],
 
 
 @contextmanager
-def _eval_mode(model: torch.nn.Module, hooked: list[tuple[str, torch.nn.Linear]] = ()) -> Iterator[None]:
+def _eval_mode(model: torch.nn.Module, hooked: list[tuple[str, torch.nn.Linear]] = (),
+               recomputing: list[torch.nn.Module] = ()) -> Iterator[None]:
     """Switch every submodule to eval (dropout off) and restore each one's own flag afterwards; meanwhile the
-    ``hooked`` modules carry the routing hook (:func:`_route`).
+    ``hooked`` modules carry the routing hook (:func:`_route`), the ``recomputing`` ones the recompute's
+    (:func:`_route_recompute`).
 
     Concurrent bodies on one model share both: the first saves the flags, the last restores them and removes the
     hooks. A hook is only ever added or removed under the guard, before the body's forward starts.
@@ -262,6 +327,9 @@ def _eval_mode(model: torch.nn.Module, hooked: list[tuple[str, torch.nn.Linear]]
         for _name, module in hooked:
             if id(module) not in active.handles:
                 active.handles[id(module)] = module.register_forward_hook(_route)
+        for module in recomputing:
+            if -id(module) not in active.handles:  # (keyed apart from the forward hook)
+                active.handles[-id(module)] = module.register_forward_pre_hook(_route_recompute)
         active.count += 1
     try:
         yield

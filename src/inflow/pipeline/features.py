@@ -118,8 +118,9 @@ class FeatureContext(StoreContext):
             autocast_only(model, self.autocast)  # 16-bit frozen weights, one 16-bit copy of an input for all readers
         self.model = model.to(self.device)
         self.model.eval()
-        self.batch_tokens = job.batch_tokens or default_batch_tokens(self.model.config, self.device,
-                                                                     resident_bytes=module_bytes(self.model))
+        self.batch_tokens = job.batch_tokens or default_batch_tokens(
+            self.model.config, self.device, resident_bytes=module_bytes(self.model),
+            checkpointing=job.gradient_checkpointing and not job.hvp_task)
         self.group_mib = job.sketch_group_mib or default_group_mib(self.device)
         # CPU: one batch per thread at one intra-op thread each (bits independent of the count); GPU: one stream.
         # Compiled layers run one batch at a time (the compiler's caches are process-wide, not made for threads)
@@ -319,10 +320,11 @@ def out_of_memory_advice(shape: tuple[int, int], batch_tokens: int, device: torc
     rows, width = shape
     lower = max(256, batch_tokens // 2 // 256 * 256)
     return (f"a gradient batch of {rows} rows x {width} tokens ({rows * width} of features.batch_tokens "
-            f"{batch_tokens}) ran out of memory on {device}: set features.batch_tokens lower (e.g. {lower}), or "
-            "features.gradient_checkpointing: true (about a quarter of the activation memory for half again the "
-            "matmul work)" + ("; a GPU store records its token budget: the features stage rebuilds a store begun "
-                              "under another one" if device.type == "cuda" else ""))
+            f"{batch_tokens}) ran out of memory on {device}: set features.batch_tokens lower (e.g. {lower}), and/or "
+            "features.gradient_checkpointing: true (a layer then keeps only its input, about an eighth of the "
+            "activation memory, for half again the matmul work)" + (
+                "; a GPU store records its token budget: the features stage rebuilds a store begun under another "
+                "one" if device.type == "cuda" else ""))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
