@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 
 import torch
 from test_per_example import ALL, LENGTHS, make_batch, tiny_lora
@@ -101,3 +102,28 @@ def test_a_checkpointed_layer_keeps_no_lora_input_from_its_first_forward() -> No
     assert _first_inputs_alive_at_backward(model, batch) > 0  # without checkpointing they are held (and saved)
     checkpoint_layers(model)
     assert _first_inputs_alive_at_backward(model, batch) == 0
+
+
+def test_a_recompute_on_autograd_s_own_thread_reaches_the_one_call_in_its_backward() -> None:
+    """On a GPU the recompute runs on autograd's device thread, which runs no call: the one call in its backward
+    takes it. A thread running a call of its own (a CPU batch in its first forward) never takes another's."""
+    from inflow.gradients import per_example as pe
+
+    module, got = torch.nn.Linear(2, 2), []
+    x = torch.ones(1, 2)
+    pe._RECOMPUTES[-1] = {id(module): got.append}  # a call in its backward, on some other thread
+    try:
+        pe._route_recompute(module, (x,))  # this test's thread runs no call: like autograd's device thread
+        assert len(got) == 1 and got[0][0] is x
+        pe._ROUTES[threading.get_ident()] = {}  # now it runs a call (in its forward)
+        try:
+            pe._route_recompute(module, (x,))
+        finally:
+            del pe._ROUTES[threading.get_ident()]
+        assert len(got) == 1
+        pe._RECOMPUTES[-2] = {id(module): got.append}  # two calls in their backward: whose it is is unknown
+        pe._route_recompute(module, (x,))
+        assert len(got) == 1
+    finally:
+        pe._RECOMPUTES.pop(-1, None)
+        pe._RECOMPUTES.pop(-2, None)
