@@ -167,8 +167,10 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
     weights = [p for _, p in params]
     losses = _run_hooked(model, modules, on_forward, calls, weights, input_ids, attention_mask, labels, causal_only,
                          {id(m): on_recompute(m) for _, m in modules if id(m) in deferred})
-    unpaired = [deferred[i] for i, (_, gos) in waiting.items() if gos]  # (an input without a gradient: zero, as
-    if unpaired:  # a factor whose output the loss ignores)
+    # a gradient left without its input is an error; an input left without a gradient is a zero gradient (a factor
+    # whose output the loss ignores), as on the plain path
+    unpaired = [deferred[i] for i, (_, gos) in waiting.items() if gos]
+    if unpaired:
         raise InflowError(f"activation checkpointing: the forward recomputed in the backward did not pair with the "
                           f"gradients of {unpaired[:3]}; turn features.gradient_checkpointing off")
     flat = [grads.get(id(p), torch.zeros((n, *p.shape), dtype=acc_dtype, device=p.device)).reshape(n, -1)
