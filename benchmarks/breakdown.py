@@ -120,7 +120,8 @@ def device_intervals(events: Iterable[Any]) -> list[tuple[float, float]]:
     """Start and end (microseconds) of every device-side activity of a profile (kernels, copies, fills; not the
     device-side copies of annotations, which span the gaps between their kernels)."""
     return [(e.time_range.start, e.time_range.end) for e in events
-            if e.device_type != DeviceType.CPU and not e.is_user_annotation and not e.name.startswith(PREFIX)
+            if e.device_type != DeviceType.CPU and not getattr(e, "is_user_annotation", False)
+            and not e.name.startswith(PREFIX)
             and e.time_range.end > e.time_range.start]
 
 
