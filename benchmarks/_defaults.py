@@ -82,8 +82,8 @@ def defaults_run(size: ModelSize, device: str, examples: int, min_len: int, max_
     precision = resolve_precision("auto", dev)
     amp = autocast_dtype(precision, dev)
     model = tiny_lora_model(size, r=r, seed=seed, attention="sdpa", device=dev)
-    if amp is not None:  # as FeatureContext prepares it
-        autocast_only(model, amp)
+    if amp is not None:  # as FeatureContext prepares it (compiled layers share their casts themselves)
+        autocast_only(model, amp, share_casts=not compile)
     if compile:
         compile_layers(model)
     if gradient_checkpointing:

@@ -63,8 +63,8 @@ def layer_bytes(size_name: str, variant: str, precision: str, batches: list[dict
     grads = None
     for layers in (1, 2):
         model = tiny_lora_model(dataclasses.replace(SIZES[size_name], layers=layers), seed=seed, attention="sdpa")
-        if variant != "fp32_weights" and amp is not None:
-            autocast_only(model, amp, share_casts=variant != "unshared")
+        if variant != "fp32_weights" and amp is not None:  # (compiled layers share their casts themselves)
+            autocast_only(model, amp, share_casts=variant not in ("unshared", "compiled"))
         if variant == "compiled":
             compile_layers(model)
         if variant == "checkpointing":

@@ -6,7 +6,8 @@ then once under the profiler, and attributes every operator's own time to
 - a **phase**, from the innermost :func:`inflow.profiling.region` around it: ``forward`` (the decoder),
   ``head`` (LM head and cross-entropy at answer positions), ``backward`` (autograd's engine: the decoder's and the
   head's backward, recomputed forwards under checkpointing), ``outer_products`` (the per-example LoRA gradients,
-  inside the backward), ``features`` (Adam), ``sketch`` (the projection), ``other`` (batching, copies out);
+  inside the backward; with ``--compile`` they run inside the compiled backward, in ``backward``), ``features``
+  (Adam), ``sketch`` (the projection), ``other`` (batching, copies out);
 - a **kind**, from the operator's name: ``gemm`` (mm, addmm, bmm, ...), ``attention`` (SDPA's kernels, softmax),
   ``loss`` (log-softmax, NLL), ``copy`` (casts, copies, concatenation, indexing, fills), ``elementwise`` (every
   other operator: norms, residual adds, rotary, SiLU, Adam's arithmetic), ``fused`` (what compiled layers run,

@@ -1,6 +1,6 @@
-"""Compiled decoder layers (``features.compile``): the per-example gradients of eager layers to rounding, with the
-hooks still recording every LoRA factor, batch shapes that vary, activation checkpointing, and a bfloat16 model
-prepared for autocast. Compiling takes tens of seconds on this CPU (inductor builds C++), hence ``slow``."""
+"""Compiled decoder layers (``features.compile``): the per-example gradients of eager layers to rounding, through
+gradient sinks (every LoRA factor, no graph break), batch shapes that vary, activation checkpointing, and a bfloat16
+model prepared for autocast. Compiling takes tens of seconds on this CPU (inductor builds C++), hence ``slow``."""
 
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ def test_compiled_layers_give_the_eager_gradients_to_rounding() -> None:
     want = _grads(eager)
     model = tiny_lora(targets=ALL, dtype=torch.float32)
     assert compile_layers(model) == 2 and compile_layers(model) == 2  # idempotent
-    graphs = counters["stats"]["unique_graphs"]
+    graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
     got = _grads(model)
     assert counters["stats"]["unique_graphs"] > graphs  # the layers really ran compiled
+    assert sum(counters["graph_break"].values()) == breaks  # each whole: gradient sinks, no hooks
     assert all(bool((g.abs().sum(dim=1) > 0).all()) for g in got)  # every row got a gradient through the hooks
     assert _worst(got, want) < 1e-5
     again = _grads(model)
@@ -57,16 +58,18 @@ def test_checkpointing_wraps_the_compiled_layers() -> None:
 
 
 @pytest.mark.slow
-def test_a_bfloat16_model_prepared_for_autocast_compiles_with_its_shared_casts() -> None:
+def test_a_bfloat16_model_prepared_for_autocast_compiles_whole() -> None:
     reference = _grads(tiny_lora(dtype=torch.float64))
     eager = tiny_lora(dtype=torch.float32)
-    autocast_only(eager, torch.bfloat16)
+    autocast_only(eager, torch.bfloat16)  # as the eager stage: shared casts
     model = tiny_lora(dtype=torch.float32)
-    autocast_only(model, torch.bfloat16)
+    autocast_only(model, torch.bfloat16, share_casts=False)  # as the compiled stage: the compiler shares them
     compile_layers(model)
+    breaks = sum(counters["graph_break"].values())
     got, plain = _grads(model, torch.bfloat16), _grads(eager, torch.bfloat16)
     assert _worst(got, plain) < 0.02  # bfloat16's own level: fused kernels round otherwise
     assert _worst(got, reference) < 1.5 * _worst(plain, reference) + 1e-3  # no further from float64 than eager
+    assert sum(counters["graph_break"].values()) == breaks
 
 
 def test_layers_are_compiled_before_they_are_checkpointed() -> None:

@@ -12,6 +12,7 @@ import torch
 from inflow.config import params_from_dict
 from inflow.devices import autocast_dtype, resolve_device
 from inflow.errors import ConfigError, InflowError, StoreMismatchError
+from inflow.gradients.sinks import sink_modules
 from inflow.models.loading import load_causal_lm
 from inflow.pipeline.features import FeatureContext, extract_store, open_store
 from inflow.pipeline.stores import _takes_turns
@@ -131,6 +132,7 @@ def test_a_compiled_extraction_is_close_to_eager_and_recorded(tiny_project, tmp_
     assert (eager.workers, ctx.workers) == (2, 1)
     assert _takes_turns(job) and not _takes_turns(tiny_project.job(tmp_path / "e.zarr"))  # chunks one at a time
     assert ctx.attrs.extraction["compiled"] is True and "compiled" not in eager.attrs.extraction
+    assert sink_modules(ctx.model) is not None and sink_modules(eager.model) is None  # sinks, not hooks
     rows = ctx.rows[:8]
     got, want = ctx.featurize(rows, job).double(), eager.featurize(rows, job).double()
     assert ((got - want).norm(dim=1) / want.norm(dim=1)).max() < 1e-4

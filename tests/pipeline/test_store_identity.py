@@ -117,6 +117,9 @@ def test_extraction_settings_are_part_of_the_identity(tiny_project, tmp_path: Pa
     assert extraction_settings(compiled, torch.device("cpu"), None, 4096, 256, "float32") == attrs.extraction | {
         "compiled": True, "batch_tokens": 4096}
     assert extraction_settings(compiled, cuda, None, 4096, 2246, "float32") == gpu | {"compiled": True}
+    # compiled layers share their 16-bit casts within the graph, not through the hooks
+    assert extraction_settings(compiled, cuda, None, 4096, 2246, "bfloat16") == gpu | {
+        "compiled": True, "sketch_products": "tf32"}
     assert extraction_settings(dataclasses.replace(compiled, hvp_task="arithmetic"), torch.device("cpu"), None, 4096,
                                256, "float32") == attrs.extraction
     assert attrs.precision == "float32"  # precision auto on a CPU

@@ -9,12 +9,13 @@ long as its tensor cores take for the layer's matmuls: the elementwise passes co
 kernel, forward and backward.
 
 :func:`compile_layers` compiles every decoder layer's forward (``dynamic=True``: batch shapes vary with the token
-budget and the length buckets, so one graph serves them all, and the layers share it). The hooks that
-:func:`~inflow.gradients.per_example.per_example_grads` and :func:`~inflow.models.autocast.share_input_casts` put on
-Linear modules are opaque to the compiler (``torch.compiler.disable``): each is a graph break, so a layer becomes a
-few graphs between its LoRA modules, and the fusions that matter fall inside them (the norm; rotary embedding with
-attention; the attention output's residual add with the next norm; SiLU times up with the down projection and its
-residual add). The per-example outer products run in the backward's hooks, outside the compiled graphs, as before.
+budget and the length buckets, so one graph serves them all, and the layers share it). The per-example gradients
+then come from gradient sinks (:mod:`inflow.gradients.sinks`), not from hooks on the LoRA modules, so nothing in a
+layer breaks its graph: a layer compiles whole, forward and backward, outer products included, and inductor fuses
+every run of elementwise passes. A model prepared for autocast should be prepared without the shared-cast hooks
+(``autocast_only(share_casts=False)``): within one graph the compiler shares a cast among its readers itself, and
+the hooks would break the graph at every Linear (they are opaque to it, ``torch.compiler.disable``, as the
+routing hooks of :func:`~inflow.gradients.per_example.per_example_grads` are, should either meet a compiled layer).
 
 Fused kernels round differently from eager ones (intermediates stay in float32 registers, reductions run in
 another order), so compiled features agree with eager ones to rounding (float32: ~1e-6; bfloat16: at its level)
@@ -26,8 +27,11 @@ from __future__ import annotations
 
 import torch
 
+from inflow.gradients.blocks import lora_parameters
 from inflow.gradients.checkpointing import _WRAPPED as CHECKPOINTED
 from inflow.gradients.checkpointing import decoder_layers
+from inflow.gradients.per_example import lora_linears
+from inflow.gradients.sinks import install_sinks
 
 _COMPILED = "_inflow_compiled"
 # Graphs compiled per code object before torch falls back to eager for it, silently: a layer's forward gets one per
@@ -38,11 +42,14 @@ RECOMPILE_LIMIT = 64
 
 
 def compile_layers(model: torch.nn.Module) -> int:
-    """Replace each decoder layer's forward by ``torch.compile(forward, dynamic=True)``; returns the number compiled
-    (0 when the model has no layer transformers marks). Idempotent; before
+    """Replace each decoder layer's forward by ``torch.compile(forward, dynamic=True)``, the LoRA factors routed
+    through gradient sinks; returns the number compiled (0 when the model has no layer transformers marks).
+    Idempotent; before
     :func:`~inflow.gradients.checkpointing.checkpoint_layers`, which then wraps the compiled forward. Compilation
     happens on the first call (seconds to a minute, once per process; the layers share the graphs)."""
     layers = decoder_layers(model)
+    if layers:  # gradient sinks instead of hooks: nothing in a layer is opaque to the compiler
+        install_sinks(model, lora_linears(model, lora_parameters(model)))
     if layers and torch._dynamo.config.recompile_limit < RECOMPILE_LIMIT:
         torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
     for layer in layers:

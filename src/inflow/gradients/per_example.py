@@ -34,6 +34,7 @@ from inflow.gradients.losses import (  # re-exported: where callers have always 
     example_losses,
     scored_losses,
 )
+from inflow.gradients.sinks import clear_sinks, set_sinks, sink_modules
 from inflow.profiling import region
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ _ACTIVE: weakref.WeakKeyDictionary[torch.nn.Module, _Active] = weakref.WeakKeyDi
 _ACTIVE_GUARD = threading.Lock()
 _ROUTES: dict[int, dict[int, Callable[[tuple, torch.Tensor], None]]] = {}
 _RECOMPUTES: dict[int, dict[int, Callable[[tuple], None]]] = {}
+_SINK_GUARD = threading.Lock()  # gradient passes through sinks (inflow.gradients.sinks) run one at a time
 
 
 class _Active:
@@ -64,7 +66,7 @@ class _Active:
         self.modes = [(module, module.training) for module in model.modules()]
 
 
-@torch.compiler.disable  # a graph break in compiled layers (inflow.gradients.compiling): thread ids, closures
+@torch.compiler.disable  # opaque to the compiler (thread ids, closures): a graph break, should it meet one
 def _route_recompute(module: torch.nn.Module, args: tuple) -> None:
     """The forward pre-hook of a checkpointed layer's LoRA factor: hands the input of its recomputed forward to the
     call in its backward. A CPU recomputes on the thread that called the backward; a GPU on autograd's own device
@@ -80,7 +82,7 @@ def _route_recompute(module: torch.nn.Module, args: tuple) -> None:
         callback(args)
 
 
-@torch.compiler.disable  # a graph break in compiled layers (inflow.gradients.compiling): thread ids, closures
+@torch.compiler.disable  # opaque to the compiler (thread ids, closures): a graph break, should it meet one
 def _route(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
     """The one forward hook: hands the forward to the active call of the thread running it, if any."""
     callback = _ROUTES.get(threading.get_ident(), {}).get(id(module))
@@ -115,6 +117,8 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
     input_ids, attention_mask, labels = _check_batch(batch, params[0][1].device)
     n = input_ids.shape[0]
     acc_dtype = torch.promote_types(params[0][1].dtype, torch.float32)
+    if sink_modules(model) is not None:  # compiled layers: gradient sinks instead of hooks
+        return _sink_pass(model, params, modules, input_ids, attention_mask, labels, causal_only)
     grads: dict[int, torch.Tensor] = {}  # id(parameter) -> [B, *shape]
     calls = {name: 0 for name, _ in modules}
 
@@ -208,6 +212,32 @@ def _run_hooked(model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear
         del _ROUTES[thread]
         _RECOMPUTES.pop(thread, None)
     return losses.detach()
+
+
+def _sink_pass(model: torch.nn.Module, params: list[tuple[str, torch.nn.Parameter]],
+               modules: list[tuple[str, torch.nn.Linear]], input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               labels: torch.Tensor, causal_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`per_example_grads` of a model with gradient sinks (:mod:`inflow.gradients.sinks`): the per-example
+    gradients are autograd's gradients of the sinks. One pass at a time per process (the sinks sit on the modules)."""
+    n = input_ids.shape[0]
+    routed = sink_modules(model)
+    with _SINK_GUARD:
+        sinks = set_sinks(routed, n)
+        try:
+            with _eval_mode(model), torch.enable_grad():
+                with region("forward"):  # the LM head on answer tokens only
+                    losses = scored_losses(model, input_ids, attention_mask, labels, causal_only=causal_only)
+                with region("backward"):  # (no factor ran, no sink to differentiate: every one idle)
+                    found = (torch.autograd.grad(losses.sum(), sinks, allow_unused=True) if losses.requires_grad
+                             else [None] * len(sinks))
+        finally:
+            clear_sinks(routed)
+    by_weight = {id(m.weight): g for m, g in zip(routed, found)}
+    idle = [name for name, m in modules if by_weight.get(id(m.weight)) is None]
+    if idle:
+        raise InflowError(f"LoRA modules {idle[:3]} did not run in the forward pass (merged or inactive "
+                          "adapter); unmerge the adapter and set it active before extracting gradients")
+    return torch.cat([by_weight[id(p)].reshape(n, -1) for _, p in params], dim=1), losses.detach()
 
 
 def per_example_grads_loop(model: torch.nn.Module,

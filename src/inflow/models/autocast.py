@@ -89,7 +89,7 @@ def share_input_casts(model: torch.nn.Module) -> list[torch.utils.hooks.Removabl
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     local = threading.local()
 
-    @torch.compiler.disable  # a graph break in compiled layers (inflow.gradients.compiling): a per-thread cache
+    @torch.compiler.disable  # opaque to the compiler (a per-thread cache); compiled layers go without these hooks
     def shared_cast(module: torch.nn.Module, args: tuple) -> tuple | None:
         x = args[0] if args else None
         if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or not torch.is_autocast_enabled(x.device.type):

@@ -114,8 +114,9 @@ class FeatureContext(StoreContext):
         self.precision = resolve_precision(job.precision, self.device)
         self.autocast = autocast_dtype(self.precision, self.device)
         model = load_adapter_into(load_causal_lm(job.base_model), job.checkpoint)
-        if autocast_inputs_shared(job, self.precision):  # (the Hessian products run the model in float32)
-            autocast_only(model, self.autocast)  # 16-bit frozen weights, one 16-bit copy of an input for all readers
+        if self.autocast is not None and not job.hvp_task:  # (the Hessian products run the model in float32)
+            # 16-bit frozen weights; one 16-bit copy of an input for all its readers (compiled layers share it)
+            autocast_only(model, self.autocast, share_casts=autocast_inputs_shared(job, self.precision))
         self.model = model.to(self.device)
         self.model.eval()
         self.batch_tokens = job.batch_tokens or default_batch_tokens(
@@ -208,10 +209,11 @@ def sketch_tf32_on(device: torch.device, precision: str) -> bool:
 
 
 def autocast_inputs_shared(job: FeatureJob, precision: str) -> bool:
-    """Whether the job's model is prepared for autocast (:func:`inflow.models.autocast.autocast_only`): under
-    bfloat16/float16 (``precision``: the one in use), except for Influence Distillation's Hessian products, which
-    differentiate the model outside autocast."""
-    return precision != "float32" and not job.hvp_task
+    """Whether the job's model is prepared for autocast (:func:`inflow.models.autocast.autocast_only`) with shared
+    input casts: under bfloat16/float16 (``precision``: the one in use), except for Influence Distillation's Hessian
+    products, which differentiate the model outside autocast, and for compiled layers (:func:`compiled`), where the
+    compiler shares a cast within a layer's graph and the hooks would break it."""
+    return precision != "float32" and not job.hvp_task and not compiled(job)
 
 
 def compiled(job: FeatureJob) -> bool:
