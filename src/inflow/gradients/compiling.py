@@ -44,9 +44,9 @@ RECOMPILE_LIMIT = 64
 def compile_layers(model: torch.nn.Module) -> int:
     """Replace each decoder layer's forward by ``torch.compile(forward, dynamic=True)``, the LoRA factors routed
     through gradient sinks; returns the number compiled (0 when the model has no layer transformers marks).
-    Idempotent; before
-    :func:`~inflow.gradients.checkpointing.checkpoint_layers`, which then wraps the compiled forward. Compilation
-    happens on the first call (seconds to a minute, once per process; the layers share the graphs)."""
+    Idempotent; before :func:`~inflow.gradients.checkpointing.checkpoint_layers`, which then wraps the compiled
+    forward. Compilation happens on the first call (seconds to a minute, once per process; the layers share the
+    graphs)."""
     layers = decoder_layers(model)
     if layers:  # gradient sinks instead of hooks: nothing in a layer is opaque to the compiler
         install_sinks(model, lora_linears(model, lora_parameters(model)))
