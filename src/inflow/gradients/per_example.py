@@ -126,7 +126,8 @@ def per_example_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
     # the first: the layer keeps only its own input meanwhile. The recompute runs when the backward first needs one
     # of the layer's saved tensors, which can be after a factor's output gradient (a LoRA on down_proj gets it
     # straight through the residual add): input and gradient are paired in whichever order they come.
-    deferred = {id(m): name for name, m in modules if id(m) in checkpointed_modules(model)}
+    recomputed = checkpointed_modules(model)  # (one walk of the model per call, not one per LoRA module)
+    deferred = {id(m): name for name, m in modules if id(m) in recomputed}
     waiting: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {i: ([], []) for i in deferred}
 
     def product(module: torch.nn.Linear, x: torch.Tensor, grad_out: torch.Tensor) -> None:
