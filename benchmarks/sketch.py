@@ -13,7 +13,7 @@ is off (``PieceCache(0)``), as in a features run whose budget the block does not
 
 ``--sweep`` (CUDA) times the fused kernel at every tile configuration of a small grid and prints them fastest first,
 each with ``same_bits``: whether its output equals the default configuration's bit for bit (a tile shape can
-change the summation order; the sketch uses fixed tiles, ``rademacher_triton.TILES``, so stores never depend on
+change the summation order; the sketch uses fixed tiles, ``rademacher_triton.tiles_for``, so stores never depend on
 a timing run).
 """
 
@@ -90,7 +90,8 @@ def sweep(x: torch.Tensor, sketch: RademacherSketch, dim: int, flop: float, run,
         return
     reference = rademacher_triton.project(x, sketch.key, dim, sketch.scale, ieee=ieee)
     rows = []
-    grid = [tuple(rademacher_triton.TILES.values())]  # the default first, then the rest of a 32-point grid
+    default = rademacher_triton.tiles_for(x.dtype, ieee)
+    grid = [tuple(default.values())]  # the default first, then the rest of a 32-point grid
     grid += [c for c in itertools.product((64, 128), (32, 64), (2, 4), (4, 8), (3, 4)) if c != grid[0]]
     for block_b, block_k, block_w, warps, stages in grid:
         tiles = {"block_b": block_b, "block_k": block_k, "block_w": block_w, "num_warps": warps,
@@ -105,7 +106,7 @@ def sweep(x: torch.Tensor, sketch: RademacherSketch, dim: int, flop: float, run,
         print(result_line({**tiles, "seconds": seconds, "same_bits": rows[-1][2]}), flush=True)  # as it goes
     print(machine(), "- fastest first:")
     for seconds, tiles, same in sorted(rows, key=lambda r: r[0]):
-        marker = " (default)" if tiles == rademacher_triton.TILES else ""
+        marker = " (default)" if tiles == default else ""
         print(result_line({**tiles, "seconds": seconds, "tflops": flop / seconds / 1e12, "same_bits": same}) + marker)
 
 

@@ -3,6 +3,10 @@ projection against a float64 reference, on the CPU under Triton's interpreter; o
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -55,6 +59,44 @@ def test_half_inputs_accumulate_in_float32(kernel) -> None:
     x = torch.randn(4, 64).half()
     out = kernel.project(x, sketch.key, 64, sketch.scale, ieee=False, block_b=16)
     assert torch.allclose(out, x.float() @ _matrix(sketch), atol=2e-3)
+
+
+_COMPILE = """
+import torch
+from inflow.sketch import rademacher_triton as rt
+for dtype, ieee in ((torch.float32, True), (torch.float32, False), (torch.bfloat16, False)):
+    kernel = rt.compile_ahead(dtype, ieee=ieee)
+    print(dtype, ieee, kernel.metadata.shared, len(kernel.asm["cubin"]))
+"""
+
+
+def test_the_kernel_compiles_for_an_h200_without_one() -> None:
+    """What the interpreter cannot check: the kernel as a GPU builds it (sm_90, the default tiles; IEEE and TF32
+    float32, bfloat16) compiles and fits an SM's shared memory. A module-level int read inside the kernel ran
+    interpreted and failed only here."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", _COMPILE], env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    lines = [line.split() for line in out.stdout.splitlines()]
+    assert [line[:2] for line in lines] == [["torch.float32", "True"], ["torch.float32", "False"],
+                                            ["torch.bfloat16", "False"]]
+    for line in lines:
+        assert 0 < int(line[2]) <= 227 * 1024 and int(line[3]) > 0  # shared bytes per program; the cubin
+
+
+def test_tiles_follow_the_products_and_refuse_unknown_settings(kernel) -> None:
+    assert kernel.tiles_for(torch.float32, True) == kernel.IEEE_TILES  # FFMA: registers bound the tile
+    assert kernel.tiles_for(torch.float32, False) == kernel.TILES  # TF32 tensor cores
+    assert kernel.tiles_for(torch.bfloat16, True) == kernel.TILES  # half inputs always multiply on tensor cores
+    assert kernel.TILES["block_k"] == kernel.IEEE_TILES["block_k"]  # the products' order of summation
+    with pytest.raises(TypeError, match="block_n"):
+        kernel.project(torch.ones(2, 32), 1, 32, 1.0, block_n=32)
+
+
+def test_compiling_ahead_refuses_the_interpreter(kernel) -> None:
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        kernel.compile_ahead()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,0 +1,57 @@
+"""``benchmarks/sketch_sass.py``: the fused Rademacher kernel compiled for sm_90 (and sm_80) here, no GPU: its main
+loop found in the SASS, its tensor products counted, and the transposed bit-major sign layout generating each word's
+signs from one hash (the natural layout rehashed per sign)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "sketch_sass.py"
+
+
+def _run(*args: str) -> list[dict[str, str]]:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # a compiled kernel, not interpreted
+    out = subprocess.run([sys.executable, "-W", "ignore", str(SCRIPT), *args], env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return [dict(pair.split("=", 1) for pair in line.split()) for line in out.stdout.splitlines()]
+
+
+def test_the_default_tiles_hash_once_per_word_and_do_not_spill() -> None:
+    from inflow.sketch.rademacher_triton import TILES
+
+    ours, natural, ratio = _run("--natural")
+    assert ours["kernel"] == "ours" and natural["kernel"] == "natural"
+    tile_macs = TILES["block_b"] * TILES["block_k"] * TILES["block_w"] * 32
+    for figures in (ours, natural):
+        assert int(figures["tensor_macs"]) == tile_macs  # one step of the loop: the tile's products, no more
+        assert int(figures["spill_bytes"]) == 0  # no spills
+        assert 0 < int(figures["shared_bytes"]) <= 227 * 1024
+    # 32 signs per hashed word against a hash per sign: several times fewer instructions per sign
+    assert float(natural["instructions_per_sign"]) > 2 * float(ours["instructions_per_sign"])
+    assert float(ratio["natural_over_ours_instructions_per_sign"]) > 2
+    assert float(ours["issue_over_tensor_cycles"]) < 1  # TILES' reason: the products, not the signs, bound a step
+
+
+def test_ieee_products_take_tiles_that_do_not_spill() -> None:
+    from inflow.sketch.rademacher_triton import IEEE_TILES
+
+    (figures,) = _run("--ieee")  # FFMA on the CUDA cores: accumulator and operands in registers
+    assert {k: int(figures[k]) for k in IEEE_TILES} == IEEE_TILES
+    assert int(figures["tensor_macs"]) == 0 and "FFMA" in figures["top"]
+    assert int(figures["spill_bytes"]) == 0  # TILES (4 warps, 128 columns) spill 1,728 bytes here
+
+
+def test_ampere_products_are_counted_per_warp() -> None:
+    from inflow.sketch.rademacher_triton import TILES
+
+    (figures,) = _run("--capability", "80")  # mma.sync (HMMA) per warp instead of Hopper's warpgroup HGMMA
+    assert int(figures["tensor_macs"]) == TILES["block_b"] * TILES["block_k"] * TILES["block_w"] * 32
+    assert "HMMA" in figures["top"] and int(figures["spill_bytes"]) == 0
