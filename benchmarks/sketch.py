@@ -25,6 +25,7 @@ import statistics
 import torch
 
 from _common import apply_threads, device_sync, machine, parser, result_line, timed
+from inflow.devices import resolve_device
 from inflow.sketch import rademacher_triton
 from inflow.sketch.cache import PieceCache
 from inflow.sketch.rademacher import RademacherSketch
@@ -44,7 +45,7 @@ def main() -> None:
     rows = args.rows or (32 if args.quick else 256)
     in_dim = args.in_dim or (65536 if args.quick else 1048576)
     dim = args.dim or (1024 if args.quick else 8192)
-    device = torch.device(args.device)
+    device = resolve_device(args.device, "--device")
     sync = device_sync(device)
     x = torch.randn(rows, in_dim, device=device)
     sketch = RademacherSketch(seed=0, block=0, in_dim=in_dim, out_dim=dim, cache=PieceCache(0))
