@@ -101,7 +101,7 @@ if triton is not None:
 # bfloat16, float16): 64 x 128 tiles issue a step's instructions in 0.68 of the cycles its products take (64 x 64:
 # 1.10, so sign generation bounds them), keep 4 programs per SM, and waste no product on calls of 64 rows or fewer
 # (128-row tiles: 0.40, 2 programs). IEEE float32 products are FFMA on the CUDA cores, with the accumulator and
-# both operands in registers: every 4-warp tile of the grid spills (464 to 9,984 bytes), 64 x 64 with 8 warps none.
+# both operands in registers: every tile of the grid spills (328 to 9,984 bytes) but 64 x 64 with 8 warps.
 # Both have BLOCK_K = 32, the products' order of summation before (and the same for both).
 TILES = {"block_b": 64, "block_k": 32, "block_w": 4, "num_warps": 4, "num_stages": 3}
 IEEE_TILES = {"block_b": 64, "block_k": 32, "block_w": 2, "num_warps": 8, "num_stages": 3}
