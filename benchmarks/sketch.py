@@ -11,6 +11,9 @@ is off (``PieceCache(0)``), as in a features run whose budget the block does not
     python benchmarks/sketch.py --quick                  # CPU, under a minute
     python benchmarks/sketch.py --device cuda --sweep    # time the kernel's tile configurations
 
+On CUDA it also times the kernel's former sign layout (``natural_s``, ``natural_over_fused``; ``natural_same_bits``:
+whether the two give the same output bit for bit, as they should: same sums, same order).
+
 ``--sweep`` (CUDA) times the fused kernel at every tile configuration of a small grid and prints them fastest first,
 each with ``same_bits``: whether its output equals the default configuration's bit for bit (a tile shape can
 change the summation order; the sketch uses fixed tiles, ``rademacher_triton.tiles_for``, so stores never depend on
@@ -78,6 +81,15 @@ def main() -> None:
         fused_s = run(fused)
         figures |= {"fused_s": fused_s, "fused_tflops": flop / fused_s / 1e12, "speedup": torch_s / fused_s,
                     "max_rel_gap": gap}
+        # the kernel's former layout (signs in natural column order: a hash per sign), same tiles: what the
+        # transposed bit-major layout gains, timed (benchmarks/sketch_sass.py counts it in the machine code)
+        from sketch_sass import natural_kernel
+
+        natural = lambda: rademacher_triton.project(x, sketch.key, dim, sketch.scale, ieee=not args.tf32,  # noqa: E731
+                                                    kernel=natural_kernel)
+        natural_s = run(natural)
+        figures |= {"natural_s": natural_s, "natural_over_fused": natural_s / fused_s,
+                    "natural_same_bits": torch.equal(natural(), fused())}
     else:
         figures |= {"fused_s": "n/a"}
     print(machine())

@@ -55,3 +55,24 @@ def test_ampere_products_are_counted_per_warp() -> None:
     (figures,) = _run("--capability", "80")  # mma.sync (HMMA) per warp instead of Hopper's warpgroup HGMMA
     assert int(figures["tensor_macs"]) == TILES["block_b"] * TILES["block_k"] * TILES["block_w"] * 32
     assert "HMMA" in figures["top"] and int(figures["spill_bytes"]) == 0
+
+
+def test_the_natural_layout_is_the_same_matrix_under_the_interpreter() -> None:
+    """The former layout, which ``sketch.py`` times beside the kernel on a GPU, projects with the same matrix: the
+    identity's projection is every sign in its place, exactly (in this process: Triton's interpreter)."""
+    import inflow.sketch.rademacher_triton as kernel
+
+    if not kernel.INTERPRET:
+        pytest.skip("TRITON_INTERPRET is not 1 (a GPU machine)")
+    sys.path.insert(0, str(SCRIPT.parent))
+    import torch
+    from sketch_sass import natural_kernel
+
+    from inflow.sketch.rademacher import RademacherSketch
+
+    sketch = RademacherSketch(seed=4, block=1, in_dim=70, out_dim=100)
+    eye = torch.eye(70)
+    ours = kernel.project(eye, sketch.key, 100, sketch.scale, block_b=16)
+    natural = kernel.project(eye, sketch.key, 100, sketch.scale, block_b=16, kernel=natural_kernel)
+    assert torch.equal(natural, ours)
+    assert torch.equal(ours, sketch.matrix_rows(0, 70, torch.float32, torch.device("cpu"))[:, :100])

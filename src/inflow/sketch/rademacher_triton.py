@@ -113,7 +113,7 @@ def tiles_for(dtype: torch.dtype, ieee: bool) -> dict[str, int]:
 
 
 def project(x: Tensor, key: int, out_dim: int, scale: float, *, row_offset: int = 0, ieee: bool = True,
-            **tiles: int) -> Tensor:
+            kernel=None, **tiles: int) -> Tensor:  # noqa: ANN001
     """``x @ M[row_offset : row_offset + in_dim]``: [B, in_dim] -> [B, out_dim] float32, ``M`` the Rademacher
     matrix of ``key`` (:class:`~inflow.sketch.rademacher.RademacherSketch`), never materialised.
 
@@ -121,6 +121,7 @@ def project(x: Tensor, key: int, out_dim: int, scale: float, *, row_offset: int 
     (tensor-core products, float32 accumulation). ``tiles`` overrides :func:`tiles_for`'s: ``block_b``,
     ``block_k``, ``block_w`` (rows of ``x``, rows of ``M`` per step, 32-column words of ``M`` per output tile; all
     powers of two, ``block_k >= 16`` for ``tl.dot``), ``num_warps``, ``num_stages`` (Triton's launch settings).
+    ``kernel``: another ``@triton.jit`` function with this kernel's arguments (a benchmark's variant).
     """
     if triton is None:
         raise RuntimeError("the fused Rademacher kernel needs triton (pip install triton); use the torch path")
@@ -132,10 +133,11 @@ def project(x: Tensor, key: int, out_dim: int, scale: float, *, row_offset: int 
     n_rows, in_dim = x.shape
     out = torch.empty(n_rows, out_dim, dtype=torch.float32, device=x.device)
     grid = (triton.cdiv(n_rows, chosen["block_b"]), triton.cdiv(out_dim, 32 * chosen["block_w"]))
-    _rademacher_kernel[grid](x, out, n_rows, in_dim, out_dim, row_offset, x.stride(0), x.stride(1),
-                             out.stride(0), out.stride(1), key & 0xFFFFFFFF, (key >> 32) & 0xFFFFFFFF, scale,
-                             BLOCK_B=chosen["block_b"], BLOCK_K=chosen["block_k"], BLOCK_W=chosen["block_w"],
-                             IEEE=ieee, num_warps=chosen["num_warps"], num_stages=chosen["num_stages"])
+    kernel = _rademacher_kernel if kernel is None else kernel
+    kernel[grid](x, out, n_rows, in_dim, out_dim, row_offset, x.stride(0), x.stride(1), out.stride(0), out.stride(1),
+                 key & 0xFFFFFFFF, (key >> 32) & 0xFFFFFFFF, scale, BLOCK_B=chosen["block_b"],
+                 BLOCK_K=chosen["block_k"], BLOCK_W=chosen["block_w"], IEEE=ieee, num_warps=chosen["num_warps"],
+                 num_stages=chosen["num_stages"])
     return out
 
 
