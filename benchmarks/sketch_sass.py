@@ -23,6 +23,7 @@ import collections
 import itertools
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 import torch
@@ -91,15 +92,14 @@ def main(argv: list[str] | None = None) -> None:
         for name, kernel in kernels.items():
             figures[name] = loop_figures(rademacher_triton.compile_ahead(
                 DTYPES[args.dtype], ieee=args.ieee, capability=args.capability, kernel=kernel, **tiles), tiles,
-                args.dtype, args.ieee, SM[args.capability])
+                args.dtype, SM[args.capability])
             print(result_line({"kernel": name, **tiles, **figures[name]}), flush=True)
         if args.natural:
             ratio = figures["natural"]["instructions_per_sign"] / figures["ours"]["instructions_per_sign"]
             print(result_line({**tiles, "natural_over_ours_instructions_per_sign": ratio}))
 
 
-def loop_figures(compiled, tiles: dict[str, int], dtype: str, ieee: bool,  # noqa: ANN001
-                 sm: dict[str, int]) -> dict[str, object]:
+def loop_figures(compiled, tiles: dict[str, int], dtype: str, sm: dict[str, int]) -> dict[str, object]:  # noqa: ANN001
     """What one step of the compiled kernel's main loop (``BLOCK_K`` rows of ``M``) costs on an SM with the rates
     and sizes ``sm`` (one of :data:`SM`): see the module doc."""
     sass, resources = disassemble(compiled.asm["cubin"])
@@ -117,20 +117,17 @@ def loop_figures(compiled, tiles: dict[str, int], dtype: str, ieee: bool,  # noq
             "spill_bytes": resources["STACK"] + resources["LOCAL"],
             "programs_per_sm": programs, "loop_instructions": len(body), "instructions_per_sign":
             len(body) * threads / signs, "tensor_macs": macs,
-            "issue_over_tensor_cycles": issue / (macs / rate) if macs and not ieee else "n/a",
+            "issue_over_tensor_cycles": issue / (macs / rate) if macs else "n/a",  # n/a: FFMA products
             "top": ",".join(f"{op}:{n}" for op, n in ops.most_common(4))}
 
 
 def disassemble(cubin: bytes) -> tuple[list[str], dict[str, int]]:
     """The SASS lines (``nvdisasm``) and resource counts (``cuobjdump -res-usage``: REG, SHARED, LOCAL, ...)."""
-    path = Path(subprocess.run(["mktemp", "--suffix=.cubin"], capture_output=True, text=True, check=True).stdout
-                .strip())
-    try:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.cubin"
         path.write_bytes(cubin)
         sass = _tool("nvdisasm", "-c", str(path)).splitlines()
         usage = _tool("cuobjdump", "-res-usage", str(path))
-    finally:
-        path.unlink()
     return sass, {k: int(v) for k, v in re.findall(r"(\w+):(\d+)", usage.split("Function", 1)[-1])}
 
 

@@ -102,14 +102,18 @@ if triton is not None:
 # 1.10, so sign generation bounds them), keep 4 programs per SM, and waste no product on calls of 64 rows or fewer
 # (128-row tiles: 0.40, 2 programs). IEEE float32 products are FFMA on the CUDA cores, with the accumulator and
 # both operands in registers: every tile of the grid spills (328 to 9,984 bytes) but 64 x 64 with 8 warps.
-# Both have BLOCK_K = 32, the products' order of summation before (and the same for both).
+# Both keep BLOCK_K = 32, so each output's terms are summed in the order they were before these tiles.
 TILES = {"block_b": 64, "block_k": 32, "block_w": 4, "num_warps": 4, "num_stages": 3}
 IEEE_TILES = {"block_b": 64, "block_k": 32, "block_w": 2, "num_warps": 8, "num_stages": 3}
 
 
-def tiles_for(dtype: torch.dtype, ieee: bool) -> dict[str, int]:
-    """The fixed tiles of a call: :data:`IEEE_TILES` for float32 ``x`` with ``ieee`` products, else :data:`TILES`."""
-    return dict(IEEE_TILES if ieee and dtype == torch.float32 else TILES)
+def tiles_for(dtype: torch.dtype, ieee: bool, **overrides: int) -> dict[str, int]:
+    """The fixed tiles of a call: :data:`IEEE_TILES` for float32 ``x`` with ``ieee`` products, else :data:`TILES`;
+    ``overrides`` replace some of them (a benchmark's sweep), and a setting neither has is refused."""
+    tiles = dict(IEEE_TILES if ieee and dtype == torch.float32 else TILES)
+    if unknown := set(overrides) - set(tiles):
+        raise TypeError(f"unknown tile settings {sorted(unknown)}: use {sorted(tiles)}")
+    return tiles | overrides
 
 
 def project(x: Tensor, key: int, out_dim: int, scale: float, *, row_offset: int = 0, ieee: bool = True,
@@ -126,10 +130,7 @@ def project(x: Tensor, key: int, out_dim: int, scale: float, *, row_offset: int 
     if triton is None:
         raise RuntimeError("the fused Rademacher kernel needs triton (pip install triton); use the torch path")
     assert x.dim() == 2, "x must be [B, in_dim]"
-    chosen = tiles_for(x.dtype, ieee)
-    if unknown := set(tiles) - set(chosen):
-        raise TypeError(f"unknown tile settings {sorted(unknown)}: use {sorted(chosen)}")
-    chosen |= tiles
+    chosen = tiles_for(x.dtype, ieee, **tiles)
     n_rows, in_dim = x.shape
     out = torch.empty(n_rows, out_dim, dtype=torch.float32, device=x.device)
     grid = (triton.cdiv(n_rows, chosen["block_b"]), triton.cdiv(out_dim, 32 * chosen["block_w"]))
@@ -171,7 +172,7 @@ def compile_ahead(dtype: torch.dtype = torch.float32, *, ieee: bool = True, capa
     signature = {"x_ptr": "*" + _TRITON_TYPES[dtype], "out_ptr": "*fp32", **dict.fromkeys(ints, "i32"),
                  "scale": "fp32", "stride_xk": "constexpr", "stride_on": "constexpr",
                  **dict.fromkeys(("BLOCK_B", "BLOCK_K", "BLOCK_W", "IEEE"), "constexpr")}
-    chosen = tiles_for(dtype, ieee) | tiles
+    chosen = tiles_for(dtype, ieee, **tiles)
     constants = {"stride_xk": 1, "stride_on": 1, "BLOCK_B": chosen["block_b"], "BLOCK_K": chosen["block_k"],
                  "BLOCK_W": chosen["block_w"], "IEEE": ieee}
     kernel = _rademacher_kernel if kernel is None else kernel
