@@ -22,7 +22,6 @@ a timing run).
 
 from __future__ import annotations
 
-import itertools
 import statistics
 
 import torch
@@ -103,12 +102,10 @@ def sweep(x: torch.Tensor, sketch: RademacherSketch, dim: int, flop: float, run,
         return
     reference = rademacher_triton.project(x, sketch.key, dim, sketch.scale, ieee=ieee)
     rows = []
+    from sketch_sass import tile_grid
+
     default = rademacher_triton.tiles_for(x.dtype, ieee)
-    grid = [tuple(default.values())]  # the default first, then the rest of a 32-point grid
-    grid += [c for c in itertools.product((64, 128), (32, 64), (2, 4), (4, 8), (3, 4)) if c != grid[0]]
-    for block_b, block_k, block_w, warps, stages in grid:
-        tiles = {"block_b": block_b, "block_k": block_k, "block_w": block_w, "num_warps": warps,
-                 "num_stages": stages}
+    for tiles in tile_grid(default):  # the default first
         try:
             out = rademacher_triton.project(x, sketch.key, dim, sketch.scale, ieee=ieee, **tiles)
             seconds = run(lambda: rademacher_triton.project(x, sketch.key, dim, sketch.scale, ieee=ieee, **tiles))

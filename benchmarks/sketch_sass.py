@@ -82,10 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--capability", type=int, choices=sorted(SM), default=90,
                    help="CUDA compute capability to compile for (default 90: H100/H200; 80: A100)")
     args = p.parse_args(argv)
-    configs = [rademacher_triton.tiles_for(DTYPES[args.dtype], args.ieee)]
-    if args.grid:
-        configs += [dict(zip(configs[0], c)) for c in itertools.product((64, 128), (32, 64), (2, 4), (4, 8), (3, 4))
-                    if dict(zip(configs[0], c)) != configs[0]]
+    default = rademacher_triton.tiles_for(DTYPES[args.dtype], args.ieee)
+    configs = tile_grid(default) if args.grid else [default]
     kernels = {"ours": None} | ({"natural": natural_kernel} if args.natural else {})
     for tiles in configs:
         figures = {}
@@ -97,6 +95,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.natural:
             ratio = figures["natural"]["instructions_per_sign"] / figures["ours"]["instructions_per_sign"]
             print(result_line({**tiles, "natural_over_ours_instructions_per_sign": ratio}))
+
+
+def tile_grid(default: dict[str, int]) -> list[dict[str, int]]:
+    """The tile configurations a sweep tries (``sketch.py --sweep`` times them, ``--grid`` here compiles them):
+    ``default`` first, then the rest of a 32-point grid of block_b, block_k, block_w, num_warps, num_stages."""
+    keys = ("block_b", "block_k", "block_w", "num_warps", "num_stages")
+    grid = [dict(zip(keys, c)) for c in itertools.product((64, 128), (32, 64), (2, 4), (4, 8), (3, 4))]
+    return [default] + [tiles for tiles in grid if tiles != default]
 
 
 def loop_figures(compiled, tiles: dict[str, int], dtype: str, sm: dict[str, int]) -> dict[str, object]:  # noqa: ANN001

@@ -76,3 +76,17 @@ def test_the_natural_layout_is_the_same_matrix_under_the_interpreter() -> None:
     natural = kernel.project(eye, sketch.key, 100, sketch.scale, block_b=16, kernel=natural_kernel)
     assert torch.equal(natural, ours)
     assert torch.equal(ours, sketch.matrix_rows(0, 70, torch.float32, torch.device("cpu"))[:, :100])
+
+
+def test_the_sweeps_grid_starts_at_the_default_and_holds_each_configuration_once() -> None:
+    sys.path.insert(0, str(SCRIPT.parent))
+    from sketch_sass import tile_grid
+
+    from inflow.sketch.rademacher_triton import IEEE_TILES, TILES
+
+    for default in (TILES, IEEE_TILES):  # both defaults lie in the grid: 32 configurations, the default first
+        grid = tile_grid(default)
+        assert grid[0] == default and len(grid) == 32
+        assert len({tuple(sorted(tiles.items())) for tiles in grid}) == 32
+    assert tile_grid({**TILES, "block_b": 256})[0]["block_b"] == 256  # a default off the grid is tried too
+    assert len(tile_grid({**TILES, "block_b": 256})) == 33
