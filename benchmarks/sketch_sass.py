@@ -56,9 +56,10 @@ def natural_kernel(x_ptr, out_ptr, n_rows, in_dim, out_dim, row_offset, stride_x
     words_idx = (pid_n * BLOCK_W + tl.arange(0, BLOCK_W)).to(tl.uint32)
     shifts = (tl.arange(0, BLOCK_N) % 32).to(tl.uint32)
     acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    x_rows = x_ptr + rows_b[:, None].to(tl.int64) * stride_xb  # int64 offsets, as the kernel's
     for k0 in range(0, in_dim, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + rows_b[:, None] * stride_xb + ks[None, :] * stride_xk,
+        x = tl.load(x_rows + ks[None, :].to(tl.int64) * stride_xk,
                     mask=(rows_b[:, None] < n_rows) & (ks[None, :] < in_dim), other=0.0)
         s = _mix32((ks + row_offset).to(tl.uint32) ^ tl.cast(key_lo, tl.uint32))
         t = _mix32(s ^ tl.cast(key_hi, tl.uint32))
@@ -69,7 +70,7 @@ def natural_kernel(x_ptr, out_ptr, n_rows, in_dim, out_dim, row_offset, stride_x
             acc += tl.dot(x, signs, input_precision="ieee")
         else:
             acc += tl.dot(x, signs)
-    tl.store(out_ptr + rows_b[:, None] * stride_ob + cols[None, :] * stride_on, acc,
+    tl.store(out_ptr + rows_b[:, None].to(tl.int64) * stride_ob + cols[None, :] * stride_on, acc,
              mask=(rows_b[:, None] < n_rows) & (cols[None, :] < out_dim))
 
 

@@ -61,6 +61,30 @@ def test_half_inputs_accumulate_in_float32(kernel) -> None:
     assert torch.allclose(out, x.float() @ _matrix(sketch), atol=2e-3)
 
 
+_FAR_ROWS = """
+import torch
+from inflow.sketch import rademacher_triton as rt
+from inflow.sketch.rademacher import RademacherSketch
+stride = 2**30  # row 2 starts 2**31 elements in: past int32 offsets
+big = torch.empty(2 * stride + 64, dtype=torch.float16)  # virtual memory: only the rows' pages are touched
+x = big.as_strided((3, 64), (stride, 1))
+x.copy_(torch.randn(3, 64, generator=torch.Generator().manual_seed(0)).half())
+sketch = RademacherSketch(seed=1, block=0, in_dim=64, out_dim=32)
+out = rt.project(x, sketch.key, 32, sketch.scale, ieee=False, block_b=16, block_w=1)
+reference = x.float() @ sketch.matrix_rows(0, 64, torch.float32, torch.device("cpu"))[:, :32]
+print((out - reference).abs().max().item())
+"""
+
+
+def test_rows_more_than_two_billion_elements_apart(kernel) -> None:
+    """A sketch group may span more than 2**31 elements (``features.sketch_group_mib`` above 8 GiB): the kernel's
+    offsets are int64. With int32 ones, row 2 here read 4 GiB before the tensor (a crash, hence a subprocess)."""
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", _FAR_ROWS], env=os.environ | {"TRITON_INTERPRET": "1"},
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert float(out.stdout.split()[-1]) < 2e-3
+
+
 _COMPILE = """
 import torch
 from inflow.sketch import rademacher_triton as rt

@@ -75,9 +75,11 @@ if triton is not None:
         k_lo = tl.cast(key_lo, tl.uint32)
         k_hi = tl.cast(key_hi, tl.uint32)
         acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+        # offsets in int64: a group's rows may span more than 2**31 elements (int32 would wrap past the tensor)
+        x_rows = x_ptr + rows_b[:, None].to(tl.int64) * stride_xb  # [BLOCK_B, 1] pointers to the rows
         for k0 in range(0, in_dim, BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K)
-            x = tl.load(x_ptr + rows_b[:, None] * stride_xb + ks[None, :] * stride_xk,
+            x = tl.load(x_rows + ks[None, :].to(tl.int64) * stride_xk,
                         mask=(rows_b[:, None] < n_rows) & (ks[None, :] < in_dim), other=0.0)
             r = (ks + row_offset).to(tl.uint32)
             s = _mix32(r ^ k_lo)
@@ -89,7 +91,7 @@ if triton is not None:
                 acc += tl.dot(x, tl.trans(signs_t), input_precision="ieee")
             else:
                 acc += tl.dot(x, tl.trans(signs_t))
-        tl.store(out_ptr + rows_b[:, None] * stride_ob + cols[None, :] * stride_on, acc,
+        tl.store(out_ptr + rows_b[:, None].to(tl.int64) * stride_ob + cols[None, :] * stride_on, acc,
                  mask=(rows_b[:, None] < n_rows) & (cols[None, :] < out_dim))
 
 
