@@ -180,3 +180,72 @@ def test_stage_rebuilds_a_store_whose_settings_changed_and_prunes_stale_ones(tin
     (stale / "zarr.json").write_text("{}")
     assert remove_stale_stores(grads, [reseeded]) == [str(stale)]
     assert not stale.exists() and Path(job.store).exists()
+
+
+@pytest.mark.slow
+def test_chunks_that_take_turns_write_outside_their_turn(tiny_project, tmp_path: Path, monkeypatch) -> None:
+    """Where chunks take turns on the compute (a GPU, compiled layers), a chunk's write (compression, checksum,
+    disk) leaves the turn to the next chunk's gradients; the store is the one an extraction without turns writes."""
+    import threading
+
+    from inflow.pipeline import stores
+
+    free_while_writing: list[bool] = []
+    write = GradientStore.write_chunk
+
+    def checked_write(self, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+        other = threading.Thread(target=lambda: free_while_writing.append(_try_turn(stores._GPU_TURN)))
+        other.start()
+        other.join()
+        write(self, *args, **kwargs)
+
+    plain = tiny_project.job(tmp_path / "plain.zarr", chunk_rows=8)
+    extract_store(plain, progress=False)
+    monkeypatch.setattr(stores, "_takes_turns", lambda job: True)
+    monkeypatch.setattr(GradientStore, "write_chunk", checked_write)
+    turns = tiny_project.job(tmp_path / "turns.zarr", chunk_rows=8)
+    extract_store(turns, progress=False)
+    assert len(free_while_writing) == GradientStore.open(turns.store).n_chunks >= 2
+    assert all(free_while_writing)
+    stored = GradientStore.open(turns.store).read_all()
+    np.testing.assert_array_equal(stored, GradientStore.open(plain.store).read_all())
+
+
+def _try_turn(lock) -> bool:  # noqa: ANN001
+    if lock.acquire(blocking=False):
+        lock.release()
+        return True
+    return False
+
+
+@pytest.mark.slow
+def test_a_chunk_is_written_while_the_next_computes_and_kept_when_that_fails(tiny_project, tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    """extract_store writes chunk i on its writer thread while chunk i + 1 computes (the write waits here until
+    the next chunk has begun); when a later chunk fails, the chunks before it are written and done."""
+    import threading
+
+    from inflow.pipeline import stores
+
+    begun = {c: threading.Event() for c in range(8)}
+    overlapped: list[bool] = []
+    compute, write = stores._compute_chunk, stores._write_chunk
+
+    def computing(job, chunk):  # noqa: ANN001, ANN202
+        begun[chunk].set()
+        if chunk == 2:
+            raise RuntimeError("chunk 2 fails")
+        return compute(job, chunk)
+
+    def writing(store, chunk, *rest):  # noqa: ANN001, ANN002, ANN202
+        overlapped.append(begun[chunk + 1].wait(timeout=60) and threading.current_thread().name.startswith("inflow"))
+        return write(store, chunk, *rest)
+
+    monkeypatch.setattr(stores, "_compute_chunk", computing)
+    monkeypatch.setattr(stores, "_write_chunk", writing)
+    job = tiny_project.job(tmp_path / "store.zarr", chunk_rows=8)
+    with pytest.raises(RuntimeError, match="chunk 2 fails"):
+        extract_store(job, progress=False)
+    store = GradientStore.open(job.store)
+    assert overlapped == [True, True]  # chunks 0 and 1, each written while the next one had begun
+    assert store.pending_chunks()[:1] == [2] and store.n_chunks > 3

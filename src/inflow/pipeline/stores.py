@@ -27,6 +27,7 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -210,10 +211,32 @@ def extract_chunk(job: StoreJob, chunk: int) -> int:
     """Extract, sketch and write chunk ``chunk`` of the job's (already opened) store; returns the rows written.
 
     The chunk's rows are the ones the store lists (by id, checked against their content hash), so a worker
-    whose view of the data differs from the parent's refuses rather than writing other rows' features.
+    whose view of the data differs from the parent's refuses rather than writing other rows' features. Where
+    chunks take turns (:func:`_takes_turns`), only the features hold the turn, not the store's read or the
+    chunk's write (compression, checksum, disk): chunk threads overlap those with another chunk's gradients.
     """
-    with _GPU_TURN if _takes_turns(job) else contextlib.nullcontext():
-        return _extract_chunk(job, chunk)
+    return _write_chunk(*_compute_chunk(job, chunk))
+
+
+def extract_store(job: StoreJob, progress: bool = True) -> int:
+    """Open (create, grow) the job's store and extract every pending chunk in order; returns the rows written.
+
+    Each chunk is written on a second thread while the next one computes (one write in flight at most). Resumable:
+    a killed run leaves finished chunks done, and running it again extracts only the others.
+    """
+    pending = open_store(job)
+    written = 0
+    name = f"{Path(job.store).name}" + (f" ({job.task})" if job.task else "")
+    with ThreadPoolExecutor(1, thread_name_prefix="inflow-write") as writer:  # on an error, waits for its write
+        in_flight: Future[int] | None = None
+        for chunk in tqdm(pending, desc=name, unit="chunk", disable=not progress):
+            computed = _compute_chunk(job, chunk)
+            if in_flight is not None:
+                written += in_flight.result()
+            in_flight = writer.submit(_write_chunk, *computed)
+        if in_flight is not None:
+            written += in_flight.result()
+    return written
 
 
 def _takes_turns(job: StoreJob) -> bool:
@@ -222,36 +245,28 @@ def _takes_turns(job: StoreJob) -> bool:
     return wants_gpu(job.device) or bool(getattr(job, "compile", False))
 
 
-def _extract_chunk(job: StoreJob, chunk: int) -> int:
+def _compute_chunk(job: StoreJob, chunk: int) -> tuple[GradientStore, int, RowManifest, torch.Tensor]:
+    """The store, the chunk, its rows (``store.rows(chunk)``) and their features [rows, out_dim] float32 (CPU)."""
     store = GradientStore.open(job.store, writable=True)
     wanted = store.rows(chunk)
-    ctx = _context(job)
-    problem = ctx.disagreement(store, wanted)
-    if problem:  # a long-lived worker may hold a context from before the data or model changed: rebuild once
-        ctx = _context(job, refresh=True)
+    with _GPU_TURN if _takes_turns(job) else contextlib.nullcontext():
+        ctx = _context(job)
         problem = ctx.disagreement(store, wanted)
-    if problem:
-        raise StoreMismatchError(f"chunk {chunk} of the gradient store at {job.store} cannot be extracted: "
-                                 f"{problem}. The data or model changed after the store was opened: rerun the "
-                                 "features stage (it reopens the store against the current data).")
-    rows = [ctx.rows[ctx.index[i]] for i in wanted.ids]
-    with torch_threads(ctx.intra_op_threads(job)):
-        feats = ctx.featurize(rows, job)
+        if problem:  # a long-lived worker may hold a context from before the data or model changed: rebuild once
+            ctx = _context(job, refresh=True)
+            problem = ctx.disagreement(store, wanted)
+        if problem:
+            raise StoreMismatchError(f"chunk {chunk} of the gradient store at {job.store} cannot be extracted: "
+                                     f"{problem}. The data or model changed after the store was opened: rerun the "
+                                     "features stage (it reopens the store against the current data).")
+        rows = [ctx.rows[ctx.index[i]] for i in wanted.ids]
+        with torch_threads(ctx.intra_op_threads(job)):
+            return store, chunk, wanted, ctx.featurize(rows, job)
+
+
+def _write_chunk(store: GradientStore, chunk: int, wanted: RowManifest, feats: torch.Tensor) -> int:
     store.write_chunk(chunk, feats.numpy(), list(wanted.ids))
-    return len(rows)
-
-
-def extract_store(job: StoreJob, progress: bool = True) -> int:
-    """Open (create, grow) the job's store and extract every pending chunk in order; returns the rows written.
-
-    Resumable: a killed run leaves finished chunks done, and running it again extracts only the others.
-    """
-    pending = open_store(job)
-    written = 0
-    name = f"{Path(job.store).name}" + (f" ({job.task})" if job.task else "")
-    for chunk in tqdm(pending, desc=name, unit="chunk", disable=not progress):
-        written += extract_chunk(job, chunk)
-    return written
+    return len(wanted.ids)
 
 
 def main(argv: Sequence[str] | None, job_type: type, prog: str) -> int:
