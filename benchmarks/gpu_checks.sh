@@ -31,10 +31,14 @@ ONLY=" ${GPU_CHECKS_STEPS:-} "
 PY="${PYTHON:-python3}"
 if [[ "${GPU_CHECKS_DRY:-0}" == 1 ]]; then  # the CPU at the quick size: every step's command line, no figures
   DEV=cpu; S1B=(--quick --examples 16); S7B=(--quick --examples 8 --min-len 100 --max-len 100); REP=1
-  SK=(--quick); SWEEP=(--quick); DET=(--rows 4 --tokens 96)
+  SK=(--quick); SK1B=(--quick --blocks 4); SWEEP=(--quick --blocks 4); DET=(--rows 4 --tokens 96)
 else
   DEV=cuda; S1B=(--size 1b --min-len 128 --max-len 512); S7B=(--size 7b --min-len 2048 --max-len 2048 --examples 32)
-  REP=2; SK=(); SWEEP=(--repeats 2 --in-dim 262144); DET=()
+  # the sketch's calls in the features stage: one per layer (block) of a group of 1/64 of the GPU's memory, 1B
+  # (16 blocks of 106,496, ~320 rows) and 7B (32 blocks of 262,144, 64 rows) to 8,192 dims in all
+  REP=2; SK=(); SK1B=(--rows 320 --in-dim 1703936 --blocks 16); DET=()
+  SWEEP=(--repeats 2 --rows 64 --in-dim 8388608 --blocks 32)
+
 fi
 START=$SECONDS
 
@@ -81,10 +85,12 @@ done
 step defaults_7b 170 70 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S7B[@]}" --repeats 1
 step defaults_7b_checkpointing 120 50 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" \
   "${S7B[@]}" --repeats 1 --gradient-checkpointing --no-loop
-# 4. the sketch alone: torch path vs fused kernel, TF32 products (what bf16 extraction uses) and IEEE fp32, then
-#    the tile sweep of the TF32 kernel (which tiles keep the bits)
+# 4. the sketch alone: torch path vs fused kernel, TF32 products (what bf16 extraction uses) and IEEE fp32 on one
+#    wide call, then TF32 on a 1B group's calls (one per block: few programs each), then the tile sweep of the
+#    TF32 kernel on a 7B group's calls (which tiles are fastest where a call has the fewest programs; which keep
+#    the bits)
 step sketch 90 30 sketch.txt bash -c "$PY benchmarks/sketch.py --device $DEV --tf32 ${SK[*]} && \
-  $PY benchmarks/sketch.py --device $DEV ${SK[*]}"
+  $PY benchmarks/sketch.py --device $DEV ${SK[*]} && $PY benchmarks/sketch.py --device $DEV --tf32 ${SK1B[*]}"
 step sweep 120 40 sketch.txt "$PY" benchmarks/sketch.py --device "$DEV" --sweep --tf32 "${SWEEP[@]}"
 # 5. what dropping the padding mask on a GPU gains (SDPA's causal flash kernel vs its masked kernel), 7B at 2048
 step defaults_7b_masked 120 50 defaults.txt "$PY" benchmarks/extract.py --defaults --device "$DEV" "${S7B[@]}" \
