@@ -48,8 +48,10 @@ def feature_task_runner(cfg: FeaturesConfig) -> TaskRunner:
     root = str(Path(tasks.__file__).resolve().parents[1])
     pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     share = str(max(1, available_cores() // cfg.workers))  # each process's share of the cores (threads: 0)
+    # on a GPU (one process): two chunk threads, so one writes its chunk while the other's gradients hold the GPU
+    threads = 2 if wants_gpu(cfg.device) else 1
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                          cluster_kwargs={"n_workers": cfg.workers, "processes": True, "threads_per_worker": 1,
+                          cluster_kwargs={"n_workers": cfg.workers, "processes": True, "threads_per_worker": threads,
                                           "env": {"PYTHONPATH": pythonpath, CORES_ENV: share}})
 
 
