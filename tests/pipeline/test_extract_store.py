@@ -237,9 +237,9 @@ def test_a_chunk_is_written_while_the_next_computes_and_kept_when_that_fails(tin
             raise RuntimeError("chunk 2 fails")
         return compute(job, chunk)
 
-    def writing(store, chunk, *rest):  # noqa: ANN001, ANN002, ANN202
+    def writing(chunk, *rest):  # noqa: ANN001, ANN002, ANN202
         overlapped.append(begun[chunk + 1].wait(timeout=60) and threading.current_thread().name.startswith("inflow"))
-        return write(store, chunk, *rest)
+        return write(chunk, *rest)
 
     monkeypatch.setattr(stores, "_compute_chunk", computing)
     monkeypatch.setattr(stores, "_write_chunk", writing)

@@ -215,7 +215,7 @@ def extract_chunk(job: StoreJob, chunk: int) -> int:
     chunks take turns (:func:`_takes_turns`), only the features hold the turn, not the store's read or the
     chunk's write (compression, checksum, disk): chunk threads overlap those with another chunk's gradients.
     """
-    return _write_chunk(*_compute_chunk(job, chunk))
+    return _write_chunk(chunk, *_compute_chunk(job, chunk))
 
 
 def extract_store(job: StoreJob, progress: bool = True) -> int:
@@ -233,7 +233,7 @@ def extract_store(job: StoreJob, progress: bool = True) -> int:
             computed = _compute_chunk(job, chunk)
             if in_flight is not None:
                 written += in_flight.result()
-            in_flight = writer.submit(_write_chunk, *computed)
+            in_flight = writer.submit(_write_chunk, chunk, *computed)
         if in_flight is not None:
             written += in_flight.result()
     return written
@@ -245,8 +245,8 @@ def _takes_turns(job: StoreJob) -> bool:
     return wants_gpu(job.device) or bool(getattr(job, "compile", False))
 
 
-def _compute_chunk(job: StoreJob, chunk: int) -> tuple[GradientStore, int, RowManifest, torch.Tensor]:
-    """The store, the chunk, its rows (``store.rows(chunk)``) and their features [rows, out_dim] float32 (CPU)."""
+def _compute_chunk(job: StoreJob, chunk: int) -> tuple[GradientStore, RowManifest, torch.Tensor]:
+    """The store, the chunk's rows (``store.rows(chunk)``) and their features [rows, out_dim] float32 (CPU)."""
     store = GradientStore.open(job.store, writable=True)
     wanted = store.rows(chunk)
     with _GPU_TURN if _takes_turns(job) else contextlib.nullcontext():
@@ -261,10 +261,10 @@ def _compute_chunk(job: StoreJob, chunk: int) -> tuple[GradientStore, int, RowMa
                                      "features stage (it reopens the store against the current data).")
         rows = [ctx.rows[ctx.index[i]] for i in wanted.ids]
         with torch_threads(ctx.intra_op_threads(job)):
-            return store, chunk, wanted, ctx.featurize(rows, job)
+            return store, wanted, ctx.featurize(rows, job)
 
 
-def _write_chunk(store: GradientStore, chunk: int, wanted: RowManifest, feats: torch.Tensor) -> int:
+def _write_chunk(chunk: int, store: GradientStore, wanted: RowManifest, feats: torch.Tensor) -> int:
     store.write_chunk(chunk, feats.numpy(), list(wanted.ids))
     return len(wanted.ids)
 
